@@ -1,0 +1,5 @@
+import sys
+
+from nvfp4lab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,38 @@
+"""The ``nvfp4lab`` command line: ``nvfp4lab demo [--tokens T] [--spread S] [--seed N]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nvfp4lab", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="error table of a V4-Flash-shaped NVFP4 wo_a layer")
+    demo.add_argument("--tokens", type=_positive_int, default=128, help="tokens to evaluate (default 128)")
+    demo.add_argument("--spread", type=float, default=2.0, help="decades of per-head magnitude spread (default 2)")
+    demo.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from nvfp4lab.demo import format_table, run_demo
+
+        print("DeepSeek-V4-Flash wo_a (G=8, K=4096, N=1024), NVFP4 W4A4 vs unquantized, "
+              f"T={args.tokens}, head spread {args.spread} decades")
+        print(format_table(run_demo(args.tokens, args.spread, args.seed)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

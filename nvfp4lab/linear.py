@@ -1,0 +1,192 @@
+"""``Nvfp4GroupedLinear``: DeepSeek V4's ``wo_a`` as an NVFP4 grouped GEMM.
+
+``o (T, H, D)`` is viewed as ``x (T, G, K = H/G·D)``; group ``g`` is multiplied by its own
+weight ``W_g (K, N)``: ``z[t, g] = x[t, g] @ W_g``, giving ``z (T, G, N)`` bf16. Every token
+goes to every group. Weights are NVFP4 with one global scale per group (dynamic, from
+the weight itself); activations are NVFP4 with a global scale that is either shared by
+all groups or one per group, and either static (calibrated with
+:meth:`compute_activation_global_scale`, or set) or dynamic (from each input).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nvfp4lab import validation as v
+from nvfp4lab.formats import GLOBAL_SCALE_DIVISOR
+from nvfp4lab.gemm import run_nvfp4_grouped_gemm
+from nvfp4lab.layouts import ROW_TILE, grouped_a_operand, grouped_b_operand, round_up
+from nvfp4lab.quantize import NVFP4Tensor, dynamic_global_scale, quantize_nvfp4
+
+ACTIVATION_SCALE_SHARING = ("shared", "per_group")
+ACTIVATION_SCALE_SOURCES = ("static", "dynamic")
+
+
+class Nvfp4GroupedLinear:
+    """The grouped linear ``z (T, G, N) = einsum("tgk,gkn->tgn", o.view(T, G, K), W)``.
+
+    Args:
+        n_local_groups: G, the groups on this rank.
+        heads_per_group, head_dim: K = heads_per_group · head_dim (a multiple of 16).
+        o_lora_rank: N, the output width of each group.
+        max_num_tokens: the largest T a call accepts; buffers are sized for it.
+        device: where the weights, buffers and computation live.
+        activation_scale: ``"shared"`` (one global activation scale for all groups, as
+            the original sketch) or ``"per_group"``.
+        activation_scale_source: ``"static"`` (the stored scale: the sketch's default
+            ``1/2688``, i.e. amax 1, until :meth:`compute_activation_global_scale` or
+            :meth:`set_activation_global_scale`) or ``"dynamic"`` (from each input).
+        backend: GEMM backend, ``"reference"`` (see :mod:`nvfp4lab.gemm`).
+        check_finite: reject NaN/Inf inputs (skipped while a CUDA graph is captured).
+
+    The output of a call is a view of the layer's pre-allocated output buffer: valid
+    until the next call (clone it to keep it).
+    """
+
+    def __init__(
+        self,
+        n_local_groups: int,
+        heads_per_group: int,
+        head_dim: int,
+        o_lora_rank: int,
+        max_num_tokens: int = 8192,
+        device=None,
+        *,
+        activation_scale: str = "shared",
+        activation_scale_source: str = "static",
+        backend: str = "reference",
+        check_finite: bool = True,
+    ):
+        for name, value in dict(
+            n_local_groups=n_local_groups,
+            heads_per_group=heads_per_group,
+            head_dim=head_dim,
+            o_lora_rank=o_lora_rank,
+            max_num_tokens=max_num_tokens,
+        ).items():
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int; got {value!r}")
+        if activation_scale not in ACTIVATION_SCALE_SHARING:
+            raise ValueError(f"activation_scale must be one of {ACTIVATION_SCALE_SHARING}; got {activation_scale!r}")
+        if activation_scale_source not in ACTIVATION_SCALE_SOURCES:
+            raise ValueError(
+                f"activation_scale_source must be one of {ACTIVATION_SCALE_SOURCES}; got {activation_scale_source!r}"
+            )
+        self.groups = n_local_groups
+        self.heads_per_group = heads_per_group
+        self.head_dim = head_dim
+        self.in_features = heads_per_group * head_dim  # K
+        self.out_features = o_lora_rank  # N
+        v.check_block_multiple(self.in_features, "heads_per_group * head_dim")
+        self.max_num_tokens = max_num_tokens
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.activation_scale = activation_scale
+        self.activation_scale_source = activation_scale_source
+        self.backend = backend
+        self.check_finite = check_finite
+
+        g, n = self.groups, self.out_features
+        self.activation_global_scale = torch.full((g,), 1.0 / GLOBAL_SCALE_DIVISOR, device=self.device)
+        self.weight_nk: torch.Tensor | None = None  # (G, N, K), K-major, as set
+        self.weight_q: NVFP4Tensor | None = None
+        self._mat_b = self._scale_b = None
+        self._z = torch.empty((max_num_tokens, g, n), dtype=torch.bfloat16, device=self.device)
+
+    # ----------------------------------------------------------------- weights
+    def set_bf16_weight(self, w: torch.Tensor) -> None:
+        """Set the weights: bmm form ``(G, K, N)`` or dense form ``(G·N, K)`` (rows
+        ``g·N + n``, as ``nn.Linear`` weights of the groups stacked). bf16, fp16 or fp32.
+        Setting weights again replaces them and requires :meth:`finalize_weights` again."""
+        v.check_tensor(w, "w")
+        v.check_dtype(w, "w", v.FLOAT_INPUT_DTYPES)
+        g, k, n = self.groups, self.in_features, self.out_features
+        if tuple(w.shape) == (g, k, n):
+            weight_nk = w.transpose(1, 2)
+        elif tuple(w.shape) == (g * n, k):
+            weight_nk = w.reshape(g, n, k)
+        else:
+            raise ValueError(f"w must be (G, K, N) = {(g, k, n)} or (G·N, K) = {(g * n, k)}; got {tuple(w.shape)}")
+        if w.device != self.device:
+            raise ValueError(f"w is on {w.device}, the layer on {self.device}")
+        v.check_finite(w, "w")
+        self.weight_nk = weight_nk.contiguous()
+        self.weight_q = self._mat_b = self._scale_b = None
+
+    def finalize_weights(self) -> None:
+        """Quantize the weights (one dynamic global scale per group) into the GEMM's B
+        operand."""
+        if self.weight_nk is None:
+            raise RuntimeError("finalize_weights() called before set_bf16_weight()")
+        gs_b = dynamic_global_scale(self.weight_nk, per_group=True, group_dim=0)  # (G,)
+        self.weight_q = quantize_nvfp4(self.weight_nk, gs_b, group_dim=0, check_finite=False)
+        self._mat_b, self._scale_b = grouped_b_operand(self.weight_q)
+
+    # ------------------------------------------------------ activation scales
+    def _grouped_view(self, o: torch.Tensor, name: str) -> torch.Tensor:
+        v.check_tensor(o, name)
+        v.check_dtype(o, name, (torch.bfloat16,))
+        v.check_ndim(o, name, 3, "(T, H, D)")
+        h = self.groups * self.heads_per_group
+        if tuple(o.shape[1:]) != (h, self.head_dim):
+            raise ValueError(f"{name} must be (T, H={h}, D={self.head_dim}); got {tuple(o.shape)}")
+        if o.device != self.device:
+            raise ValueError(f"{name} is on {o.device}, the layer on {self.device}")
+        if self.check_finite and v.finite_check_allowed(o):
+            v.check_finite(o, name)
+        return o.reshape(o.shape[0], self.groups, self.in_features)
+
+    def _activation_scale_from(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation_scale == "per_group":
+            return dynamic_global_scale(x, per_group=True)
+        return dynamic_global_scale(x).expand(self.groups).contiguous()
+
+    def compute_activation_global_scale(self, o_sample: torch.Tensor) -> torch.Tensor:
+        """Calibrate the static activation scale from ``o_sample (T, H, D)`` bf16: its amax
+        (shared or per group) / 2688. Stores and returns it as ``(G,)`` float32."""
+        x = self._grouped_view(o_sample, "o_sample")
+        if x.shape[0] == 0:
+            raise ValueError("o_sample has no tokens")
+        self.activation_global_scale = self._activation_scale_from(x)
+        return self.activation_global_scale
+
+    def set_activation_global_scale(self, scale: torch.Tensor) -> None:
+        """Set the static activation scale: a scalar or ``(G,)`` float32 (dequant form)."""
+        scale = torch.as_tensor(scale, dtype=torch.float32, device=self.device)
+        if scale.dim() == 0:
+            scale = scale.expand(self.groups)
+        v.check_shape(scale, "scale", (self.groups,))
+        if self.activation_scale == "shared" and bool((scale != scale[0]).any()):
+            raise ValueError("a layer with activation_scale='shared' needs one value for all groups")
+        v.check_global_scale(scale, "scale")
+        self.activation_global_scale = scale.contiguous().clone()
+
+    # ----------------------------------------------------------------- forward
+    def quantize_activations(self, o: torch.Tensor) -> NVFP4Tensor:
+        """Quantize ``o (T, H, D)`` as the forward does: an NVFP4 tensor of shape ``(T, G, K)``."""
+        x = self._grouped_view(o, "o")
+        gs = self._activation_scale_from(x) if self.activation_scale_source == "dynamic" else self.activation_global_scale
+        return quantize_nvfp4(x, gs, check_finite=False)
+
+    def __call__(self, o: torch.Tensor) -> torch.Tensor:
+        """``o (T, H, D)`` bf16 -> ``z (T, G, N)`` bf16 (a view of the output buffer)."""
+        if self._mat_b is None:
+            raise RuntimeError("call set_bf16_weight() and finalize_weights() before the forward")
+        tokens = o.shape[0] if isinstance(o, torch.Tensor) and o.dim() == 3 else None
+        if tokens is not None and tokens > self.max_num_tokens:
+            raise ValueError(f"o has T={tokens} tokens, more than max_num_tokens={self.max_num_tokens}")
+        q = self.quantize_activations(o)
+        if tokens == 0:
+            return self._z[:0]
+        group_major_shape = torch.Size((self.groups, tokens, self.in_features))
+        by_group = NVFP4Tensor(
+            q.data.transpose(0, 1), q.scales.transpose(0, 1), q.global_scale, group_major_shape, q.dtype, group_dim=0
+        )
+        mat_a, scale_a, offsets = grouped_a_operand(by_group)
+        out = run_nvfp4_grouped_gemm(
+            mat_a, self._mat_b, scale_a, self._scale_b, offsets, q.global_scale, self.weight_q.global_scale,
+            backend=self.backend,
+        )
+        rows_p = round_up(tokens, ROW_TILE)
+        z = self._z[:tokens]
+        z.copy_(out.view(self.groups, rows_p, self.out_features)[:, :tokens].transpose(0, 1))
+        return z

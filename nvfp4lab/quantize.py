@@ -1,0 +1,188 @@
+"""The reference NVFP4 quantizer: the definition every other path must reproduce.
+
+Definition (docs/numerics.md states it in full; every step is IEEE float32, round to
+nearest even):
+
+    gs      = max(amax(|x|) / 2688, 2^-126)          dynamic global scale (dequant form)
+    amax_b  = max_{i in block} |x_i|                  16 consecutive elements along K
+    s_b     = e4m3( min((amax_b / 6) / gs, 448) )     block scale, RNE, subnormals kept
+    m_b     = min((1 / gs) / s_b, FLT_MAX)  if s_b > 0 else 0
+    q_i     = e2m1( clamp(x_i · m_b, -6, 6) )         RNE, ties to even, sign kept
+    x̂_i     = (e2m1(q_i) · s_b) · gs                  dequantized value
+
+The operation order is torchao's ``nvfp4_quantize`` (two-level branch); the differences
+from torchao are that block scales are not clamped up to 2^-6 (subnormal and zero block
+scales are allowed), zero block scales give zero elements, and the multiplier is capped
+at FLT_MAX.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from nvfp4lab import validation as v
+from nvfp4lab.formats import (
+    E2M1_MAX,
+    GLOBAL_SCALE_DIVISOR,
+    e2m1_code_from_float,
+    e2m1_float_from_code,
+    e4m3_from_float,
+    pack_e2m1,
+    unpack_e2m1,
+)
+
+BLOCK = v.BLOCK_SIZE
+FLT_MAX = torch.finfo(torch.float32).max
+MIN_GLOBAL_SCALE = 2.0**-126
+
+
+@dataclass(frozen=True)
+class NVFP4Tensor:
+    """A tensor quantized to NVFP4.
+
+    Attributes:
+        data: ``(..., K/2)`` ``torch.float4_e2m1fn_x2``, two E2M1 codes per byte.
+        scales: ``(..., K/16)`` ``torch.float8_e4m3fn``, plain row-major block scales.
+        global_scale: float32, shape ``()`` (one for the tensor) or ``(G,)`` (one per
+            group along ``group_dim``); dequant form ``amax / 2688``.
+        shape: the original shape ``(..., K)``.
+        dtype: the original dtype.
+        group_dim: the dimension a ``(G,)`` global scale runs along (not the last one).
+    """
+
+    data: torch.Tensor
+    scales: torch.Tensor
+    global_scale: torch.Tensor
+    shape: torch.Size
+    dtype: torch.dtype
+    group_dim: int = -2
+
+    @property
+    def per_group(self) -> bool:
+        return self.global_scale.dim() == 1
+
+    def global_scale_per_block(self) -> torch.Tensor:
+        """The global scale broadcast to ``scales``' shape (float32)."""
+        return _broadcast_global_scale(self.global_scale, self.scales.shape, self.group_dim)
+
+
+def _broadcast_global_scale(global_scale: torch.Tensor, block_shape: torch.Size, group_dim: int) -> torch.Tensor:
+    if global_scale.dim() == 0:
+        return global_scale.expand(block_shape)
+    view = [1] * len(block_shape)
+    view[group_dim] = global_scale.shape[0]
+    return global_scale.reshape(view).expand(block_shape)
+
+
+def global_scale_from_amax(amax: torch.Tensor) -> torch.Tensor:
+    """Dequant-form global scale ``max(amax / 2688, 2^-126)`` (float32, same shape).
+
+    The floor keeps ``1 / gs`` finite; a tensor whose amax is 0 gets ``gs = 2^-126`` and
+    quantizes to zeros. ``amax`` must be non-negative; NaN stays NaN.
+    """
+    gs = amax.to(torch.float32) / GLOBAL_SCALE_DIVISOR
+    return torch.where(gs < MIN_GLOBAL_SCALE, torch.full_like(gs, MIN_GLOBAL_SCALE), gs)
+
+
+def _check_group_dim(x: torch.Tensor, group_dim: int) -> int:
+    if x.dim() < 2 or not -x.dim() <= group_dim < x.dim() or group_dim % x.dim() == x.dim() - 1:
+        raise ValueError(f"group_dim={group_dim} must name a dimension of {tuple(x.shape)} other than K")
+    return group_dim % x.dim()
+
+
+def tensor_amax(x: torch.Tensor, *, per_group: bool = False, group_dim: int = -2) -> torch.Tensor:
+    """``max |x|`` as float32: a scalar, or ``(G,)``, one per index of ``group_dim``."""
+    magnitude = x.detach().abs().to(torch.float32)
+    if per_group:
+        group_dim = _check_group_dim(x, group_dim)
+        magnitude = magnitude.transpose(group_dim, 0).reshape(x.shape[group_dim], -1)
+        if magnitude.shape[1] == 0:  # no tokens: amax 0
+            return magnitude.new_zeros(magnitude.shape[0])
+        return magnitude.amax(dim=1)
+    return magnitude.amax() if magnitude.numel() else magnitude.new_zeros(())
+
+
+def dynamic_global_scale(x: torch.Tensor, *, per_group: bool = False, group_dim: int = -2) -> torch.Tensor:
+    """The global scale computed from ``x`` itself: shared ``()`` or per group ``(G,)``."""
+    return global_scale_from_amax(tensor_amax(x, per_group=per_group, group_dim=group_dim))
+
+
+def _as_global_scale(global_scale, x: torch.Tensor, group_dim: int) -> torch.Tensor:
+    if global_scale is None:
+        return dynamic_global_scale(x)
+    if not isinstance(global_scale, torch.Tensor):
+        global_scale = torch.tensor(float(global_scale), dtype=torch.float32)
+    global_scale = global_scale.to(x.device)
+    if global_scale.dim() == 1:
+        if x.dim() < 2 or x.shape[_check_group_dim(x, group_dim)] != global_scale.shape[0]:
+            raise ValueError(
+                f"a per-group global_scale of shape {tuple(global_scale.shape)} needs x with"
+                f" G={global_scale.shape[0]} along group_dim={group_dim}; got {tuple(x.shape)}"
+            )
+    elif global_scale.dim() != 0:
+        raise ValueError(f"global_scale must be a scalar or (G,); got shape {tuple(global_scale.shape)}")
+    v.check_global_scale(global_scale, "global_scale")
+    return global_scale
+
+
+def block_scales_and_multipliers(
+    block_amax: torch.Tensor, global_scale_per_block: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """From block amaxes and their global scales (float32, same shape) compute the E4M3
+    block scales and the float32 multipliers that map elements onto the E2M1 grid."""
+    scales = e4m3_from_float((block_amax / E2M1_MAX) / global_scale_per_block)
+    scale_value = scales.to(torch.float32)
+    multiplier = ((1.0 / global_scale_per_block) / scale_value).clamp(max=FLT_MAX)
+    multiplier = torch.where(scale_value > 0, multiplier, torch.zeros_like(multiplier))
+    return scales, multiplier
+
+
+def quantize_nvfp4(
+    x: torch.Tensor, global_scale=None, *, group_dim: int = -2, check_finite: bool = True
+) -> NVFP4Tensor:
+    """Quantize ``x`` ``(..., K)`` (bf16, fp16 or fp32; K a multiple of 16) to NVFP4.
+
+    Args:
+        x: the tensor; blocks are 16 consecutive elements of the last dimension.
+        global_scale: ``None`` for a dynamic scale from ``x``'s amax; a float or a 0-d
+            float32 tensor (static, shared); or a ``(G,)`` float32 tensor, one per group
+            along ``group_dim`` (default -2: ``x`` is ``(..., G, K)``). Each must be
+            finite and >= 2^-126.
+        group_dim: where the groups of a ``(G,)`` global scale lie (e.g. 0 for ``(G, N, K)``
+            weights).
+        check_finite: raise on NaN/Inf in ``x`` (a device sync on CUDA). When off, a NaN
+            makes its block scale NaN (0x7F), so the whole block dequantizes to NaN.
+
+    Returns:
+        An :class:`NVFP4Tensor` on ``x``'s device.
+    """
+    v.check_tensor(x, "x")
+    v.check_dtype(x, "x", v.FLOAT_INPUT_DTYPES)
+    if x.dim() == 0:
+        raise ValueError("x must have at least one dimension (the K axis)")
+    v.check_block_multiple(x.shape[-1], "x")
+    if check_finite and v.finite_check_allowed(x):
+        v.check_finite(x, "x")
+    gs = _as_global_scale(global_scale, x, group_dim)
+
+    blocks = x.to(torch.float32).reshape(*x.shape[:-1], x.shape[-1] // BLOCK, BLOCK)
+    block_amax = blocks.abs().amax(dim=-1)
+    gs_per_block = _broadcast_global_scale(gs, block_amax.shape, group_dim)
+    scales, multiplier = block_scales_and_multipliers(block_amax, gs_per_block)
+    scaled = (blocks * multiplier[..., None]).clamp(-E2M1_MAX, E2M1_MAX)
+    codes = e2m1_code_from_float(scaled).reshape(x.shape)
+    return NVFP4Tensor(pack_e2m1(codes), scales, gs, x.shape, x.dtype, group_dim % x.dim() - x.dim())
+
+
+def dequantize_nvfp4(t: NVFP4Tensor, *, apply_global_scale: bool = True) -> torch.Tensor:
+    """Dequantize to float32 of ``t.shape``: ``(e2m1(q) · s_b) · gs`` (both products exact
+    up to the last one, which rounds once). ``apply_global_scale=False`` leaves out ``gs``."""
+    codes = unpack_e2m1(t.data)
+    values = e2m1_float_from_code(codes).reshape(*t.scales.shape, BLOCK)
+    block_scale = t.scales.to(torch.float32)
+    if apply_global_scale:
+        block_scale_values = values * block_scale[..., None]
+        return (block_scale_values * t.global_scale_per_block()[..., None]).reshape(t.shape)
+    return (values * block_scale[..., None]).reshape(t.shape)

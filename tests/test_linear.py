@@ -1,0 +1,116 @@
+"""Nvfp4GroupedLinear against float64 einsums of its own dequantized operands and
+against the unquantized layer."""
+
+import pytest
+import torch
+from conftest import heavy_tailed
+
+from nvfp4lab import Nvfp4GroupedLinear, dequantize_nvfp4, metrics
+
+G, HPG, D, N = 2, 2, 64, 48  # K = 128
+
+
+def make_layer(weight_form, activation_scale="shared", source="static", max_tokens=300, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w_bmm = (torch.randn(G, HPG * D, N, generator=g) * torch.linspace(0.1, 2, N)).to(torch.bfloat16)
+    layer = Nvfp4GroupedLinear(G, HPG, D, N, max_num_tokens=max_tokens,
+                               activation_scale=activation_scale, activation_scale_source=source)
+    if weight_form == "bmm":
+        layer.set_bf16_weight(w_bmm)
+    else:  # dense (G·N, K): row g·N + n is output channel n of group g
+        layer.set_bf16_weight(w_bmm.transpose(1, 2).reshape(G * N, HPG * D).contiguous())
+    layer.finalize_weights()
+    return layer, w_bmm
+
+
+def attention_output(tokens, seed=1, group_gain=(1.0, 0.05)):
+    o = heavy_tailed((tokens, G * HPG, D), torch.Generator().manual_seed(seed)).float()
+    gain = torch.tensor(group_gain).repeat_interleave(HPG)[None, :, None]
+    return (o * gain).to(torch.bfloat16)
+
+
+@pytest.mark.parametrize("weight_form", ["bmm", "dense"])
+@pytest.mark.parametrize("activation_scale", ["shared", "per_group"])
+@pytest.mark.parametrize("source", ["static", "dynamic"])
+def test_forward_equals_einsum_of_its_dequantized_operands(weight_form, activation_scale, source):
+    layer, w = make_layer(weight_form, activation_scale, source)
+    o = attention_output(200)
+    if source == "static":
+        layer.compute_activation_global_scale(attention_output(500, seed=7))
+    z = layer(o)
+    assert z.shape == (200, G, N) and z.dtype == torch.bfloat16
+
+    xq = layer.quantize_activations(o)  # (T, G, K)
+    a = dequantize_nvfp4(xq, apply_global_scale=False).double()
+    b = dequantize_nvfp4(layer.weight_q, apply_global_scale=False).double()  # (G, N, K)
+    gs = xq.global_scale.double() * layer.weight_q.global_scale.double()
+    exact = torch.einsum("tgk,gnk->tgn", a, b) * gs[None, :, None]
+    ulp = 2.0 ** (torch.floor(torch.log2(exact.abs().clamp(min=1e-30))) - 7)
+    assert ((z.double() - exact).abs() <= ulp).all()
+
+    if activation_scale == "per_group":
+        assert xq.global_scale[0] > 10 * xq.global_scale[1]  # the quiet group got its own
+    else:
+        assert xq.global_scale[0] == xq.global_scale[1]
+
+    # Against the unquantized layer: NVFP4 W4A4 on heavy-tailed data, each group.
+    unquantized = torch.einsum("tgk,gkn->tgn", o.view(200, G, HPG * D).double(), w.double())
+    assert (metrics.sqnr_db_per_group(unquantized, z) > 14.0).all()  # ~17 dB for Gaussians
+
+
+def test_weight_forms_give_identical_bytes():
+    bmm, _ = make_layer("bmm")
+    dense, _ = make_layer("dense")
+    assert torch.equal(bmm._mat_b.view(torch.uint8), dense._mat_b.view(torch.uint8))
+    assert torch.equal(bmm._scale_b.view(torch.uint8), dense._scale_b.view(torch.uint8))
+
+
+def test_shared_static_scale_makes_the_quiet_group_lose_precision_against_per_group():
+    results = {}
+    for mode in ("shared", "per_group"):
+        layer, w = make_layer("bmm", mode)
+        layer.compute_activation_global_scale(attention_output(400, seed=3, group_gain=(1.0, 1e-4)))
+        o = attention_output(200, group_gain=(1.0, 1e-4))
+        unquantized = torch.einsum("tgk,gkn->tgn", o.view(200, G, HPG * D).double(), w.double())
+        results[mode] = metrics.sqnr_db_per_group(unquantized, layer(o))
+    assert results["per_group"][1] > results["shared"][1] + 3.0  # subnormal scales cost dB
+
+
+def test_bad_inputs_and_misuse_raise_clear_errors():
+    layer = Nvfp4GroupedLinear(G, HPG, D, N, max_num_tokens=16)
+    with pytest.raises(RuntimeError, match="set_bf16_weight"):
+        layer(attention_output(4))
+    with pytest.raises(RuntimeError, match="before set_bf16_weight"):
+        layer.finalize_weights()
+    with pytest.raises(ValueError, match="G·N, K"):
+        layer.set_bf16_weight(torch.zeros(G, N, HPG * D, dtype=torch.bfloat16))
+    w_nan = torch.zeros(G, HPG * D, N, dtype=torch.bfloat16)
+    w_nan[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        layer.set_bf16_weight(w_nan)
+    layer.set_bf16_weight(torch.randn(G, HPG * D, N).to(torch.bfloat16))
+    layer.finalize_weights()
+    with pytest.raises(ValueError, match="max_num_tokens"):
+        layer(attention_output(17))
+    with pytest.raises(TypeError, match="bfloat16"):
+        layer(attention_output(4).float())
+    with pytest.raises(ValueError, match="H=4, D=64"):
+        layer(torch.zeros(4, 3, 64, dtype=torch.bfloat16))
+    o = attention_output(4)
+    o[1, 2, 3] = float("inf")
+    with pytest.raises(ValueError, match="non-finite"):
+        layer(o)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        Nvfp4GroupedLinear(G, 1, 40, N)
+    with pytest.raises(ValueError, match="activation_scale"):
+        Nvfp4GroupedLinear(G, HPG, D, N, activation_scale="per_token")
+    with pytest.raises(ValueError, match="one value for all groups"):
+        layer.set_activation_global_scale(torch.tensor([1.0, 2.0]))
+    assert layer(o[:0]).shape == (0, G, N)
+
+
+def test_setting_weights_again_requires_finalizing_again():
+    layer, _ = make_layer("bmm")
+    layer.set_bf16_weight(torch.randn(G, HPG * D, N).to(torch.bfloat16))
+    with pytest.raises(RuntimeError, match="finalize_weights"):
+        layer(attention_output(3))

@@ -1,0 +1,60 @@
+"""environment.yml and pyproject.toml declare the same dependencies; the CLI rejects bad input."""
+
+import re
+from pathlib import Path
+
+import pytest
+import tomllib
+
+from nvfp4lab.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name
+
+
+def requirement_names(requirements) -> dict[str, str]:
+    parsed = {}
+    for requirement in requirements:
+        requirement = requirement.split(";")[0].strip()
+        name = re.match(r"[A-Za-z0-9_.\-]+", requirement).group(0)
+        parsed[name.lower().replace("_", "-")] = requirement[len(name):].strip()
+    return parsed
+
+
+def test_environment_yml_lists_every_pyproject_dependency_with_the_same_bound():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = requirement_names(project["dependencies"])
+    for extra in ("dev", "notebooks"):
+        wanted.update(requirement_names(project["optional-dependencies"][extra]))
+    listed = []
+    dependencies = (ROOT / "environment.yml").read_text().split("dependencies:")[1]
+    for line in dependencies.splitlines():
+        item = re.match(r"\s+- (?!pip$|python=|-e )(\S+)$", line)
+        if item and not item.group(1).endswith(":"):
+            listed.append(item.group(1))
+    conda = {CONDA_NAMES.get(k, k): v for k, v in requirement_names(listed).items()}
+    assert conda == wanted
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "./lab test" in readme and "./lab demo" in readme
+    assert "./lab test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_cli_rejects_unknown_commands_and_bad_options(capsys):
+    for argv in (["frobnicate"], ["demo", "--tokens", "0"], ["demo", "--tokens", "x"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["demo", "--tokens", "-3"])
+    assert "must be a positive integer" in capsys.readouterr().err
+
+
+def test_demo_prints_one_row_per_activation_scale_mode(capsys):
+    assert main(["demo", "--tokens", "8"]) == 0
+    out = capsys.readouterr().out
+    for mode in ("shared static", "per_group static", "shared dynamic", "per_group dynamic"):
+        assert f"| {mode} |" in out

@@ -1,0 +1,156 @@
+"""The reference quantizer: against the independent oracle, edge cases and bad input."""
+
+import math
+
+import pytest
+import torch
+from conftest import heavy_tailed, oracle_quantize
+
+from nvfp4lab import dequantize_nvfp4, dynamic_global_scale, global_scale_from_amax, quantize_nvfp4
+from nvfp4lab.formats import E2M1_GRID, unpack_e2m1
+
+
+def codes_of(q):
+    return unpack_e2m1(q.data)
+
+
+def assert_matches_oracle(x, q):
+    rows = x.reshape(-1, x.shape[-1]).to(torch.float32).numpy()
+    gs = q.global_scale_per_block().reshape(rows.shape[0], -1)[:, 0].numpy()
+    codes, scales = oracle_quantize(rows, gs)
+    assert torch.equal(codes_of(q).reshape(codes.shape), torch.from_numpy(codes))
+    assert torch.equal(q.scales.view(torch.uint8).reshape(scales.shape), torch.from_numpy(scales))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_bytes_equal_the_independent_oracle(rng, dtype):
+    x = heavy_tailed((64, 256), rng, dtype)
+    q = quantize_nvfp4(x)
+    assert q.data.shape == (64, 128) and q.data.dtype == torch.float4_e2m1fn_x2
+    assert q.scales.shape == (64, 16) and q.scales.dtype == torch.float8_e4m3fn
+    assert q.shape == x.shape and q.dtype == dtype
+    assert_matches_oracle(x, q)
+
+
+def test_dynamic_global_scale_is_amax_over_2688_and_the_max_block_gets_448(rng):
+    x = heavy_tailed((16, 64), rng)
+    amax = x.float().abs().max()
+    q = quantize_nvfp4(x)
+    assert q.global_scale.item() == (amax / 2688).item()
+    block_amax = x.float().abs().reshape(16, 4, 16).amax(-1)
+    top = block_amax == amax
+    assert (q.scales.to(torch.float32)[top] == 448).all()
+
+
+def test_per_group_global_scale_broadcasts_over_dim_minus_2(rng):
+    x = heavy_tailed((5, 3, 32), rng) * torch.tensor([1.0, 1e-3, 50.0])[None, :, None].to(torch.bfloat16)
+    gs = dynamic_global_scale(x, per_group=True)
+    assert gs.shape == (3,)
+    for g in range(3):  # per group equals quantizing that group alone
+        assert gs[g] == dynamic_global_scale(x[:, g])
+    q = quantize_nvfp4(x, gs)
+    assert_matches_oracle(x, q)
+    for g in range(3):
+        alone = quantize_nvfp4(x[:, g].contiguous(), gs[g])
+        assert torch.equal(q.scales[:, g].view(torch.uint8), alone.scales.view(torch.uint8))
+
+
+def test_dequantized_values_are_grid_times_scale_times_global_scale(rng):
+    x = heavy_tailed((8, 64), rng)
+    q = quantize_nvfp4(x)
+    d = dequantize_nvfp4(q)
+    grid = torch.tensor(E2M1_GRID + tuple(-v for v in E2M1_GRID))
+    unit = dequantize_nvfp4(q, apply_global_scale=False).reshape(8, 4, 16) / q.scales.to(torch.float32)[..., None]
+    assert torch.isin(unit, grid).all()
+    assert torch.equal(d, (dequantize_nvfp4(q, apply_global_scale=False) * q.global_scale))
+
+
+def test_zero_blocks_get_scale_byte_0_and_zero_codes():
+    x = torch.randn(2, 48).to(torch.bfloat16)
+    x[0, 16:32] = 0.0
+    x[1, 0:16] = -0.0
+    q = quantize_nvfp4(x)
+    assert q.scales.view(torch.uint8)[0, 1] == 0 and q.scales.view(torch.uint8)[1, 0] == 0
+    assert (codes_of(q)[0, 16:32] == 0).all()
+    assert (codes_of(q)[1, 0:16] == 8).all()  # -0.0 keeps its sign bit, as E2M1 -0
+    assert (dequantize_nvfp4(q)[0, 16:32] == 0).all() and (dequantize_nvfp4(q)[1, :16] == 0).all()
+
+
+def test_all_zero_tensor_floors_the_global_scale_and_gives_zeros():
+    x = torch.zeros(4, 32, dtype=torch.bfloat16)
+    q = quantize_nvfp4(x)
+    assert q.global_scale.item() == 2.0**-126
+    assert (q.data.view(torch.uint8) == 0).all() and (q.scales.view(torch.uint8) == 0).all()
+    assert (dequantize_nvfp4(q) == 0).all()
+    assert global_scale_from_amax(torch.tensor(0.0)).item() == 2.0**-126
+
+
+def test_subnormal_block_scales_are_kept_and_error_stays_within_half_a_step():
+    # One loud block fixes gs; quieter blocks get block scales below 2^-6 (E4M3 subnormals).
+    x = torch.zeros(1, 64)
+    x[0, :16] = 2688.0  # gs = 1
+    x[0, 16:32] = torch.linspace(-0.03, 0.03, 16)  # amax/6 = 0.005 -> subnormal scale 0.00488
+    x[0, 32:48] = torch.linspace(-0.001, 0.0005, 16)  # 0.00017: rounds to scale 0 -> zeros
+    q = quantize_nvfp4(x)
+    scale_bytes = q.scales.view(torch.uint8)[0].tolist()
+    assert scale_bytes[0] == 0x7E  # 448
+    assert 0 < scale_bytes[1] < 0x08  # subnormal: exponent field 0
+    assert scale_bytes[2] == 0 and scale_bytes[3] == 0
+    assert_matches_oracle(x, q)
+    d = dequantize_nvfp4(q)
+    step = q.scales.to(torch.float32)[0, 1] * 2  # widest E2M1 step (4 -> 6) in that block
+    assert (d[0, 16:32] - x[0, 16:32]).abs().max() <= step / 2 * 1.07  # + scale rounding (1/16)
+    assert (d[0, 32:48] == 0).all()
+
+
+def test_static_global_scale_too_small_clips_at_6_x_448_x_gs():
+    x = torch.tensor([[100.0] * 8 + [-3.0] * 8])
+    q = quantize_nvfp4(x, 1.0 / 2688)  # amax 1 calibrated, data 100
+    assert q.scales.view(torch.uint8)[0, 0] == 0x7E
+    assert dequantize_nvfp4(q)[0, 0] == 1.0 and dequantize_nvfp4(q)[0, 15] == -1.0
+    assert codes_of(q)[0].tolist() == [7] * 8 + [15] * 8
+
+
+def test_multiplier_is_capped_so_tiny_tensors_do_not_make_nan():
+    x = torch.zeros(1, 32)
+    x[0, 0] = 1e-38  # gs floors at 2^-126, block scale ~0.0066 -> multiplier overflows float32
+    q = quantize_nvfp4(x)
+    assert torch.isfinite(dequantize_nvfp4(q)).all()
+    assert_matches_oracle(x, q)
+
+
+def test_nan_poisons_only_its_block_when_checks_are_off():
+    x = torch.ones(1, 32)
+    x[0, 3] = math.nan
+    q = quantize_nvfp4(x, 1.0 / 2688, check_finite=False)
+    assert q.scales.view(torch.uint8)[0, 0] == 0x7F
+    d = dequantize_nvfp4(q)
+    assert torch.isnan(d[0, :16]).all() and (d[0, 16:] == 1).all()
+
+
+@pytest.mark.parametrize(
+    "x, kwargs, error, message",
+    [
+        (torch.ones(2, 24), {}, ValueError, "multiple of 16"),
+        (torch.ones(2, 16, dtype=torch.int32), {}, TypeError, "dtype"),
+        (torch.tensor([[math.inf] + [0.0] * 15]), {}, ValueError, "non-finite"),
+        (torch.ones(2, 16), {"global_scale": 0.0}, ValueError, "2\\^-126"),
+        (torch.ones(2, 16), {"global_scale": -1.0}, ValueError, "2\\^-126"),
+        (torch.ones(2, 16), {"global_scale": math.nan}, ValueError, "finite"),
+        (torch.ones(2, 16), {"global_scale": torch.ones(3)}, ValueError, "per-group"),
+        (torch.ones(2, 16), {"global_scale": torch.ones(2, dtype=torch.float64)}, TypeError, "float32"),
+        (torch.tensor(1.0), {}, ValueError, "at least one dimension"),
+        ([1.0] * 16, {}, TypeError, "torch.Tensor"),
+    ],
+)
+def test_bad_input_is_rejected_with_a_clear_message(x, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        quantize_nvfp4(x, **kwargs)
+
+
+def test_quantizing_a_dequantized_tensor_is_a_fixed_point(rng):
+    x = heavy_tailed((16, 128), rng, torch.float32)
+    q = quantize_nvfp4(x)
+    again = quantize_nvfp4(dequantize_nvfp4(q), q.global_scale)
+    assert torch.equal(again.data.view(torch.uint8), q.data.view(torch.uint8))
+    assert torch.equal(again.scales.view(torch.uint8), q.scales.view(torch.uint8))
