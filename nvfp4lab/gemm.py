@@ -117,6 +117,45 @@ def reference_grouped_gemm(mat_a, mat_b, scale_a, scale_b, expert_offsets, globa
     return out
 
 
+def cutedsl_grouped_gemm(
+    mat_a, mat_b, scale_a, scale_b, expert_offsets, global_scale_a, global_scale_b, *, out=None, tokens=None
+):
+    """The ``"cutedsl"`` backend (CUDA sm_90+): checks shapes, dtypes and devices (no
+    values: no sync), then launches the kernel.
+
+    ``tokens=None``: returns the padded ``(R, N)`` form (into ``out`` if given).
+    ``tokens=T``: every group's first T rows are its tokens and the result is written
+    straight into ``out``, a ``(T, G, N)`` bf16 tensor (``z``); each group must have at
+    least T rows, which the caller guarantees (offsets are not read on the host).
+    """
+    from nvfp4lab import kernels
+
+    rows, groups, n, k = check_grouped_operands(
+        mat_a, mat_b, scale_a, scale_b, expert_offsets, global_scale_a, global_scale_b
+    )
+    if not kernels.gpu_supported(mat_a.device):
+        raise ValueError(f"backend 'cutedsl' needs a CUDA GPU with compute capability >= 9.0 and CuTeDSL; got {mat_a.device}")
+    shape = (rows, n) if tokens is None else (tokens, groups, n)
+    if out is None:
+        out = torch.empty(shape, dtype=torch.bfloat16, device=mat_a.device)
+    v.check_tensor(out, "out")
+    v.check_dtype(out, "out", (torch.bfloat16,))
+    v.check_shape(out, "out", shape)
+    v.check_contiguous(out, "out")
+    v.check_same_device({"out": out}, mat_a.device)
+    if tokens is not None and tokens > rows // max(groups, 1):
+        raise ValueError(f"tokens={tokens} exceeds the rows available per group ({rows}//{groups})")
+    if tokens == 0 or rows == 0:
+        return out
+    from nvfp4lab.kernels import launch
+
+    launch.grouped_gemm(
+        mat_a.view(torch.uint8), scale_a.view(torch.uint8), mat_b.view(torch.uint8), scale_b.view(torch.uint8),
+        expert_offsets, global_scale_a, global_scale_b, out, tokens=tokens,
+    )
+    return out
+
+
 def run_nvfp4_grouped_gemm(
     mat_a: torch.Tensor,
     mat_b: torch.Tensor,
@@ -145,7 +184,5 @@ def run_nvfp4_grouped_gemm(
     if backend == "reference":
         return reference_grouped_gemm(mat_a, mat_b, scale_a, scale_b, expert_offsets, global_scale_a, global_scale_b)
     if backend == "cutedsl":
-        from nvfp4lab.kernels import grouped_gemm as kernel
-
-        return kernel.run_padded(mat_a, mat_b, scale_a, scale_b, expert_offsets, global_scale_a, global_scale_b)
+        return cutedsl_grouped_gemm(mat_a, mat_b, scale_a, scale_b, expert_offsets, global_scale_a, global_scale_b)
     raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")

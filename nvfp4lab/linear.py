@@ -36,8 +36,14 @@ class Nvfp4GroupedLinear:
         activation_scale_source: ``"static"`` (the stored scale: the sketch's default
             ``1/2688``, i.e. amax 1, until :meth:`compute_activation_global_scale` or
             :meth:`set_activation_global_scale`) or ``"dynamic"`` (from each input).
-        backend: GEMM backend, ``"reference"`` (see :mod:`nvfp4lab.gemm`).
+        backend: ``"auto"`` (the CuTeDSL kernels on CUDA sm_90+, the reference
+            elsewhere), ``"cutedsl"`` or ``"reference"`` (see :mod:`nvfp4lab.gemm`).
         check_finite: reject NaN/Inf inputs (skipped while a CUDA graph is captured).
+
+    On the CuTeDSL path every buffer (the A operand for ``max_num_tokens``, scales,
+    global scales, offsets, the output) is allocated here, and the forward is three
+    kernel launches at most (amax, quantizer, GEMM) with no host-device synchronisation
+    and no Python loop over groups, so it can be captured in a CUDA graph.
 
     The output of a call is a view of the layer's pre-allocated output buffer: valid
     until the next call (clone it to keep it).
@@ -54,7 +60,7 @@ class Nvfp4GroupedLinear:
         *,
         activation_scale: str = "shared",
         activation_scale_source: str = "static",
-        backend: str = "reference",
+        backend: str = "auto",
         check_finite: bool = True,
     ):
         for name, value in dict(
@@ -82,6 +88,12 @@ class Nvfp4GroupedLinear:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.activation_scale = activation_scale
         self.activation_scale_source = activation_scale_source
+        if backend not in ("auto", "cutedsl", "reference"):
+            raise ValueError(f"backend must be 'auto', 'cutedsl' or 'reference'; got {backend!r}")
+        if backend == "auto":
+            from nvfp4lab.kernels import gpu_supported
+
+            backend = "cutedsl" if gpu_supported(self.device) else "reference"
         self.backend = backend
         self.check_finite = check_finite
 
@@ -91,6 +103,20 @@ class Nvfp4GroupedLinear:
         self.weight_q: NVFP4Tensor | None = None
         self._mat_b = self._scale_b = None
         self._z = torch.empty((max_num_tokens, g, n), dtype=torch.bfloat16, device=self.device)
+        if backend == "cutedsl":
+            self._allocate_kernel_buffers()
+
+    def _allocate_kernel_buffers(self) -> None:
+        g, k = self.groups, self.in_features
+        rows_p = round_up(self.max_num_tokens, ROW_TILE)
+        block_cols_p = round_up(k // 16, 4)
+        dev = self.device
+        self._a_data = torch.empty(g * rows_p * (k // 2), dtype=torch.uint8, device=dev)
+        self._a_scales = torch.zeros(g * rows_p * block_cols_p, dtype=torch.uint8, device=dev)  # padding stays 0
+        self._gs_a = torch.empty(g, dtype=torch.float32, device=dev)
+        self._amax_bits = torch.zeros(g, dtype=torch.int32, device=dev)
+        self._group_ends = torch.arange(1, g + 1, dtype=torch.int32, device=dev)
+        self._offsets = torch.empty(g, dtype=torch.int32, device=dev)
 
     # ----------------------------------------------------------------- weights
     def set_bf16_weight(self, w: torch.Tensor) -> None:
@@ -174,6 +200,8 @@ class Nvfp4GroupedLinear:
         tokens = o.shape[0] if isinstance(o, torch.Tensor) and o.dim() == 3 else None
         if tokens is not None and tokens > self.max_num_tokens:
             raise ValueError(f"o has T={tokens} tokens, more than max_num_tokens={self.max_num_tokens}")
+        if self.backend == "cutedsl":
+            return self._forward_kernels(self._grouped_view(o, "o"))
         q = self.quantize_activations(o)
         if tokens == 0:
             return self._z[:0]
@@ -189,4 +217,32 @@ class Nvfp4GroupedLinear:
         rows_p = round_up(tokens, ROW_TILE)
         z = self._z[:tokens]
         z.copy_(out.view(self.groups, rows_p, self.out_features)[:, :tokens].transpose(0, 1))
+        return z
+
+    def _forward_kernels(self, x: torch.Tensor) -> torch.Tensor:
+        """The CuTeDSL forward: ``x (T, G, K)`` bf16 contiguous -> ``z (T, G, N)``."""
+        from nvfp4lab.gemm import cutedsl_grouped_gemm
+        from nvfp4lab.kernels import launch
+
+        v.check_contiguous(x, "o")
+        tokens, g, k = x.shape
+        z = self._z[:tokens]
+        if tokens == 0:
+            return z
+        rows_p = round_up(tokens, ROW_TILE)
+        data = self._a_data[: g * rows_p * (k // 2)].view(g * rows_p, k // 2)
+        scales = self._a_scales[: g * rows_p * round_up(k // 16, 4)].view(g * rows_p, -1)
+        dynamic = self.activation_scale_source == "dynamic"
+        source = self.activation_global_scale
+        if dynamic:
+            launch.group_amax(x, self._amax_bits)
+            source = self._amax_bits.view(torch.float32)
+        launch.quantize_activations(
+            x, source, data, scales, self._gs_a, dynamic=dynamic, shared=self.activation_scale == "shared"
+        )
+        torch.mul(self._group_ends, rows_p, out=self._offsets)
+        cutedsl_grouped_gemm(
+            data.view(torch.float4_e2m1fn_x2), self._mat_b, scales.view(torch.float8_e4m3fn), self._scale_b,
+            self._offsets, self._gs_a, self.weight_q.global_scale, out=z, tokens=tokens,
+        )
         return z

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import heavy_tailed
+from helpers import heavy_tailed
 
 from nvfp4lab import dequantize_nvfp4, quantize_nvfp4, run_nvfp4_grouped_gemm
 from nvfp4lab.layouts import grouped_b_operand, swizzle_scales

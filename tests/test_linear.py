@@ -3,7 +3,7 @@ against the unquantized layer."""
 
 import pytest
 import torch
-from conftest import heavy_tailed
+from helpers import heavy_tailed
 
 from nvfp4lab import Nvfp4GroupedLinear, dequantize_nvfp4, metrics
 

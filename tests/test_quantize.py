@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import heavy_tailed, oracle_quantize
+from helpers import heavy_tailed, oracle_quantize
 
 from nvfp4lab import dequantize_nvfp4, dynamic_global_scale, global_scale_from_amax, quantize_nvfp4
 from nvfp4lab.formats import E2M1_GRID, unpack_e2m1

@@ -13,7 +13,7 @@ treats the same way. The documented differences, each pinned below:
 
 import pytest
 import torch
-from conftest import heavy_tailed
+from helpers import heavy_tailed
 
 from nvfp4lab import NVFP4Tensor, dequantize_nvfp4, quantize_nvfp4
 from nvfp4lab.formats import E4M3_MIN_NORMAL

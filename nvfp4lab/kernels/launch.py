@@ -1,0 +1,143 @@
+"""Host side of the CuTeDSL kernels: compile once per configuration, launch from torch
+tensors on the current stream.
+
+Kernels are compiled on first use (``functools.cache`` per kernel configuration; shapes
+are runtime arguments, so one compilation serves every T, G, K, N) and called with raw
+device pointers, so a launch costs no DLPack conversion and can be captured in a CUDA
+graph. Nothing here reads device memory on the host: no synchronisation.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+os.environ.setdefault("CUTE_DSL_ARCH", "sm_90a")
+
+import cuda.bindings.driver as cuda  # noqa: E402
+import cutlass  # noqa: E402
+import cutlass.cute as cute  # noqa: E402
+from cutlass import Int32  # noqa: E402
+from cutlass.cute.runtime import make_fake_stream, make_ptr  # noqa: E402
+
+from nvfp4lab.kernels import amax as amax_kernel  # noqa: E402
+from nvfp4lab.kernels import grouped_gemm as gemm_kernel  # noqa: E402
+from nvfp4lab.kernels import quantize_activations as quant_kernel  # noqa: E402
+
+GMEM = cute.AddressSpace.gmem
+_DTYPES = {
+    torch.bfloat16: cutlass.BFloat16,
+    torch.float32: cutlass.Float32,
+    torch.int32: cutlass.Int32,
+    torch.uint8: cutlass.Uint8,
+}
+
+
+def pointer(t: torch.Tensor | None, dtype=None, align: int = 16):
+    """A CuTe pointer to ``t``'s data (a dummy address when ``t`` is None: compile only)."""
+    dtype = dtype or _DTYPES[t.dtype]
+    return make_ptr(dtype, 16 * 1024 if t is None else t.data_ptr(), GMEM, assumed_align=align)
+
+
+def stream_of(device: torch.device | None):
+    if device is None:
+        return make_fake_stream()
+    return cuda.CUstream(torch.cuda.current_stream(device).cuda_stream)
+
+
+# ------------------------------------------------------------------ compilation
+# Each compile_* builds the kernel from placeholder pointers; the pointer dtypes and
+# alignments are part of the compiled signature, the addresses and sizes are not.
+
+def _quantize_args(x=None, source=None, data=None, scales=None, used=None):
+    return (
+        pointer(x, cutlass.BFloat16, 32),
+        pointer(source, cutlass.Float32, 4),
+        pointer(data, cutlass.Uint32, 8),
+        pointer(scales, cutlass.Uint8, 1),
+        pointer(used, cutlass.Float32, 4),
+    )
+
+
+@functools.cache
+def compile_quantize_activations(dynamic: bool, shared: bool, keep_ptx: bool = False):
+    compile_ = cute.compile[cute.KeepPTX()] if keep_ptx else cute.compile
+    return compile_(quant_kernel.quantize_activations, *_quantize_args(), *[Int32(1)] * 4, make_fake_stream(), dynamic, shared)
+
+
+def _amax_args(x=None, amax_bits=None):
+    return pointer(x, cutlass.BFloat16, 32), pointer(amax_bits, cutlass.Int32, 4)
+
+
+@functools.cache
+def compile_group_amax(keep_ptx: bool = False):
+    compile_ = cute.compile[cute.KeepPTX()] if keep_ptx else cute.compile
+    return compile_(amax_kernel.group_amax, *_amax_args(), *[Int32(1)] * 3, make_fake_stream())
+
+
+def _gemm_args(mat_a=None, scale_a=None, mat_b=None, scale_b=None, offsets=None, gs_a=None, gs_b=None, out=None):
+    return (
+        pointer(mat_a, cutlass.Uint32, 16),
+        pointer(scale_a, cutlass.Uint32, 4),
+        pointer(mat_b, cutlass.Uint32, 16),
+        pointer(scale_b, cutlass.Uint32, 4),
+        pointer(offsets, cutlass.Int32, 4),
+        pointer(gs_a, cutlass.Float32, 4),
+        pointer(gs_b, cutlass.Float32, 4),
+        pointer(out, cutlass.BFloat16, 4),
+    )
+
+
+@functools.cache
+def compile_grouped_gemm(padded_output: bool, keep_ptx: bool = False):
+    compile_ = cute.compile[cute.KeepPTX()] if keep_ptx else cute.compile
+    return compile_(gemm_kernel.grouped_gemm, *_gemm_args(), *[Int32(1)] * 7, make_fake_stream(), padded_output)
+
+
+# ------------------------------------------------------------------ launches
+def group_amax(x: torch.Tensor, amax_bits: torch.Tensor) -> None:
+    """``amax_bits (G,)`` int32 := bits of ``max |x[:, g, :]|`` for ``x (T, G, K)`` bf16."""
+    tokens, groups, k = x.shape
+    amax_bits.zero_()
+    compile_group_amax()(*_amax_args(x, amax_bits), Int32(tokens), Int32(groups), Int32(k // 16), stream_of(x.device))
+
+
+def quantize_activations(
+    x: torch.Tensor,
+    scale_source: torch.Tensor,
+    data: torch.Tensor,
+    scales: torch.Tensor,
+    used_scale: torch.Tensor,
+    *,
+    dynamic: bool,
+    shared: bool,
+) -> None:
+    """Quantize ``x (T, G, K)`` bf16 into ``data (G·Mp, K/2)`` uint8 and ``scales
+    (G·Mp, round_up(K/16,4))`` uint8 (swizzled), with ``Mp = round_up(T, 128)``.
+
+    ``scale_source (G,)`` float32 holds the static global scales or (``dynamic``) the
+    per-group amaxes; ``used_scale (G,)`` receives the global scale each group used.
+    """
+    tokens, groups, k = x.shape
+    rows_per_group = data.shape[0] // groups
+    compile_quantize_activations(dynamic, shared)(
+        *_quantize_args(x, scale_source, data, scales, used_scale),
+        Int32(tokens), Int32(groups), Int32(k // 16), Int32(rows_per_group), stream_of(x.device),
+    )
+
+
+def grouped_gemm(mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out, *, tokens: int | None) -> None:
+    """Launch the grouped GEMM. ``tokens`` given: write ``out`` as ``z (T, G, N)``;
+    None: write the padded ``(R, N)`` form."""
+    rows, half_k = mat_a.shape
+    groups, n, _ = mat_b.shape
+    padded = tokens is None
+    m_tiles = rows // gemm_kernel.BM if padded else -(-tokens // gemm_kernel.BM)
+    row_stride = n if padded else groups * n
+    compile_grouped_gemm(padded)(
+        *_gemm_args(mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out),
+        Int32(rows), Int32(groups), Int32(n), Int32(2 * half_k), Int32(-1 if padded else tokens),
+        Int32(m_tiles), Int32(row_stride), stream_of(mat_a.device),
+    )

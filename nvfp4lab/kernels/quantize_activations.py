@@ -1,0 +1,142 @@
+"""CuTeDSL kernel: quantize ``x (T, G, K)`` bf16 into the grouped GEMM's A operand.
+
+One launch writes, for all G groups at once, exactly what ``quantize_nvfp4`` followed by
+``layouts.grouped_a_operand`` produce on the CPU (docs/numerics.md §2):
+
+* ``mat_a`` ``(G·Mp, K/2)`` packed E2M1, group g's token t at row ``g·Mp + t``; rows
+  ``T ≤ t < Mp`` are written as zeros (``Mp = round_up(T, 128)``);
+* ``scale_a`` ``(G·Mp, round_up(K/16, 4))`` E4M3 block scales in the swizzled 128×4
+  layout, padding rows zero (padding columns are never written: the buffer is zeroed
+  once when allocated).
+
+One thread quantizes one 16-element block: two 16-byte loads, one 8-byte store, one
+scale byte. The global scale of group g is either read from ``global_scale[g]`` (static)
+or computed from ``amax[g]`` as ``max(amax / 2688, 2^-126)`` (dynamic; see
+``kernels/amax.py``); with ``shared`` every group uses the max over all G entries (a
+static shared scale is stored G times, equal; a dynamic shared one is the max amax). Every rounding step is an explicit PTX instruction (``_ptx``).
+"""
+
+from __future__ import annotations
+
+import cuda.bindings.driver as cuda
+import cutlass
+import cutlass.cute as cute
+from cutlass import Float32, Int32, Uint32
+
+from nvfp4lab.kernels._ptx import div_rn, e4m3_byte_from_f32, f32_from_e4m3_byte, max_nan, mul_rn
+
+THREADS = 256
+FLT_MAX = 3.4028234663852886e38
+MIN_GLOBAL_SCALE = 2.0**-126
+# (threshold, inclusive) pairs of docs/numerics.md §2.5: code += |y| > t  (or >= t)
+E2M1_THRESHOLDS = ((0.25, False), (0.75, True), (1.25, False), (1.75, True), (2.5, False), (3.5, True), (5.0, False))
+
+
+@cute.jit
+def e2m1_code(y: Float32) -> Uint32:
+    """RNE code (0..15) of ``y`` already clamped to [-6, 6]; the sign bit is kept."""
+    magnitude = cute.arch.fmax(y, -y)
+    code = Uint32(0)
+    for threshold, inclusive in E2M1_THRESHOLDS:
+        if cutlass.const_expr(inclusive):
+            code = code + Uint32(magnitude >= Float32(threshold))
+        else:
+            code = code + Uint32(magnitude > Float32(threshold))
+    return code | ((y.bitcast(Uint32) >> Uint32(31)) << Uint32(3))
+
+
+@cute.jit
+def swizzled_scale_offset(row: Int32, block_col: Int32, col_tiles: Int32) -> Int32:
+    """Byte offset of scale (row, block_col) in the 128×4 tiled layout (layouts.py)."""
+    tile = (row // 128) * col_tiles + block_col // 4
+    return tile * 512 + (row % 32) * 16 + ((row % 128) // 32) * 4 + block_col % 4
+
+
+@cute.kernel
+def quantize_activations_kernel(
+    x: cute.Tensor,  # (T·G·Kb, 16) bf16
+    group_scale: cute.Tensor,  # (G,) fp32: global scales (static) or amaxes (dynamic)
+    data_out: cute.Tensor,  # (G·Mp·Kb, 2) uint32: 16 packed codes per block
+    scale_out: cute.Tensor,  # (G·Mp·Kbp,) uint8
+    used_scale_out: cute.Tensor,  # (G,) fp32: the global scale each group used
+    tokens: Int32,
+    groups: Int32,
+    block_cols: Int32,
+    rows_per_group: Int32,
+    dynamic: cutlass.Constexpr,
+    shared: cutlass.Constexpr,
+):
+    tidx, _, _ = cute.arch.thread_idx()
+    bidx, _, _ = cute.arch.block_idx()
+    index = bidx * THREADS + tidx
+    total = rows_per_group * groups * block_cols
+    if index < total:
+        kb = index % block_cols
+        token_group = index // block_cols
+        g = token_group % groups
+        t = token_group // groups
+        out_row = g * rows_per_group + t
+        out_block = out_row * block_cols + kb
+        col_tiles = (block_cols + 3) // 4
+        scale_index = g * rows_per_group * col_tiles * 4 + swizzled_scale_offset(t, kb, col_tiles)
+        word0 = Uint32(0)
+        word1 = Uint32(0)
+        scale_byte = Uint32(0)
+        if t < tokens:
+            values = x[index, None].load().to(Float32)
+            block_amax = Float32(0.0)
+            for j in cutlass.range_constexpr(16):
+                block_amax = max_nan(block_amax, cute.arch.fmax(values[j], -values[j]))
+            gs = group_scale[g]
+            if cutlass.const_expr(shared):  # one scale for all groups: the max over them
+                gs = group_scale[0]
+                for other in cutlass.range(1, groups):
+                    gs = max_nan(gs, group_scale[other])
+            if cutlass.const_expr(dynamic):
+                gs = cute.arch.fmax(div_rn(gs, Float32(2688.0)), Float32(MIN_GLOBAL_SCALE))
+            if t == 0 and kb == 0:
+                used_scale_out[g] = gs
+            scale_byte = e4m3_byte_from_f32(div_rn(div_rn(block_amax, Float32(6.0)), gs))
+            scale_value = f32_from_e4m3_byte(scale_byte)
+            multiplier = cute.arch.fmin(div_rn(div_rn(Float32(1.0), gs), scale_value), Float32(FLT_MAX))
+            if not (scale_value > Float32(0.0)):
+                multiplier = Float32(0.0)
+            for j in cutlass.range_constexpr(16):
+                y = mul_rn(values[j], multiplier)
+                y = cute.arch.fmin(cute.arch.fmax(y, Float32(-6.0)), Float32(6.0))
+                code = e2m1_code(y)
+                if cutlass.const_expr(j < 8):
+                    word0 = word0 | (code << Uint32(4 * j))
+                else:
+                    word1 = word1 | (code << Uint32(4 * (j - 8)))
+        data_out[out_block, 0] = word0
+        data_out[out_block, 1] = word1
+        scale_out[scale_index] = cutlass.Uint8(scale_byte)
+
+
+@cute.jit
+def quantize_activations(
+    x_ptr: cute.Pointer,
+    group_scale_ptr: cute.Pointer,
+    data_ptr: cute.Pointer,
+    scale_ptr: cute.Pointer,
+    used_scale_ptr: cute.Pointer,
+    tokens: Int32,
+    groups: Int32,
+    block_cols: Int32,
+    rows_per_group: Int32,
+    stream: cuda.CUstream,
+    dynamic: cutlass.Constexpr,
+    shared: cutlass.Constexpr,
+):
+    """Host entry: builds the tensors from raw pointers (see ``kernels.launch``)."""
+    col_tiles = (block_cols + 3) // 4
+    x = cute.make_tensor(x_ptr, cute.make_layout((tokens * groups * block_cols, 16), stride=(16, 1)))
+    group_scale = cute.make_tensor(group_scale_ptr, cute.make_layout(groups))
+    data = cute.make_tensor(data_ptr, cute.make_layout((rows_per_group * groups * block_cols, 2), stride=(2, 1)))
+    scales = cute.make_tensor(scale_ptr, cute.make_layout(rows_per_group * groups * col_tiles * 4))
+    used_scale = cute.make_tensor(used_scale_ptr, cute.make_layout(groups))
+    total = rows_per_group * groups * block_cols
+    quantize_activations_kernel(
+        x, group_scale, data, scales, used_scale, tokens, groups, block_cols, rows_per_group, dynamic, shared
+    ).launch(grid=[(total + THREADS - 1) // THREADS, 1, 1], block=[THREADS, 1, 1], stream=stream)

@@ -1,0 +1,184 @@
+"""The CuTeDSL kernels against the reference, on the GPU (skipped without one)."""
+
+import pytest
+import torch
+
+from nvfp4lab import Nvfp4GroupedLinear, layouts, quantize_nvfp4, run_nvfp4_grouped_gemm
+from nvfp4lab.gemm import cutedsl_grouped_gemm
+from nvfp4lab.kernels import launch
+from nvfp4lab.layouts import ROW_TILE, round_up
+from nvfp4lab.quantize import NVFP4Tensor, dynamic_global_scale
+
+CUDA = torch.device("cuda")
+SHAPES = [(8, 4096, 1024), (16, 4096, 1024), (8, 8192, 1536)]
+TOKENS = [1, 7, 128, 1000, 8192]
+
+
+def activations(tokens, groups, k, seed=0, device=CUDA):
+    g = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(tokens, groups, k, generator=g, device=device)
+    gain = torch.logspace(0, -4, groups, device=device)[None, :, None]  # 4 decades of group spread
+    x = x * gain * torch.exp(torch.randn(tokens, 1, 1, generator=g, device=device))
+    x[:, :, :16] = 0  # a zero block in every row
+    if tokens > 3:
+        x[1] *= 1e-30  # a token far below the others: underflowing scales
+        x[2, 0, 5] = 3e4  # one outlier
+    return x.to(torch.bfloat16)
+
+
+def kernel_operand(x, mode):
+    tokens, groups, k = x.shape
+    rows_p = round_up(tokens, ROW_TILE)
+    data = torch.full((groups * rows_p, k // 2), 0xAB, dtype=torch.uint8, device=x.device)  # garbage
+    scales = torch.zeros((groups * rows_p, round_up(k // 16, 4)), dtype=torch.uint8, device=x.device)
+    used = torch.empty(groups, device=x.device)
+    shared = mode.startswith("shared")
+    if mode.endswith("dynamic"):
+        amax_bits = torch.empty(groups, dtype=torch.int32, device=x.device)
+        launch.group_amax(x, amax_bits)
+        source = amax_bits.view(torch.float32)
+    else:
+        source = torch.logspace(-2, -6, groups, device=x.device)
+        if shared:
+            source = source.max().expand(groups).contiguous()
+    launch.quantize_activations(x, source, data, scales, used, dynamic=mode.endswith("dynamic"), shared=shared)
+    return data, scales, used, source
+
+
+def reference_operand(x, mode, source):
+    per_group = mode.startswith("per_group")
+    if mode.endswith("dynamic"):
+        gs = dynamic_global_scale(x.cpu(), per_group=per_group)
+        gs = gs if per_group else gs.expand(x.shape[1]).contiguous()
+    else:
+        gs = source.cpu()
+    q = quantize_nvfp4(x.cpu(), gs, check_finite=False)  # (T, G, K)
+    by_group = NVFP4Tensor(q.data.transpose(0, 1), q.scales.transpose(0, 1), gs, torch.Size((x.shape[1], x.shape[0], x.shape[2])), q.dtype, 0)
+    mat_a, scale_a, offsets = layouts.grouped_a_operand(by_group)
+    return mat_a.view(torch.uint8), scale_a.view(torch.uint8), gs
+
+
+@pytest.mark.parametrize("mode", ["shared static", "per_group static", "shared dynamic", "per_group dynamic"])
+@pytest.mark.parametrize("tokens, groups, k", [(1, 8, 4096), (7, 2, 96), (130, 3, 64), (1000, 8, 4096), (257, 16, 512)])
+def test_quantizer_bytes_equal_the_reference(tokens, groups, k, mode):
+    x = activations(tokens, groups, k)
+    data, scales, used, source = kernel_operand(x, mode)
+    ref_data, ref_scales, ref_gs = reference_operand(x, mode, source)
+    assert torch.equal(used.cpu(), ref_gs)
+    assert torch.equal(data.cpu(), ref_data), f"{(data.cpu() != ref_data).sum()} data bytes differ"
+    assert torch.equal(scales.cpu(), ref_scales), f"{(scales.cpu() != ref_scales).sum()} scale bytes differ"
+
+
+def test_quantizer_edge_magnitudes_bytes_equal():
+    x = torch.zeros(5, 2, 64)
+    x[0, 0] = torch.tensor([2.0**-133, 1e-38, 3e38, -3e38] * 16)[:64]
+    x[1, 1] = torch.linspace(-1, 1, 64) * 1e-20
+    x[2, 0, :16] = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 6.0] * 2)  # tie points at gs=1/…
+    x = x.to(torch.bfloat16).to(CUDA)
+    for mode in ("shared dynamic", "per_group dynamic"):
+        data, scales, used, source = kernel_operand(x, mode)
+        ref_data, ref_scales, _ = reference_operand(x, mode, source)
+        assert torch.equal(data.cpu(), ref_data) and torch.equal(scales.cpu(), ref_scales)
+
+
+def gemm_operands(tokens, groups, k, n, seed=0):
+    x = activations(tokens, groups, k, seed)
+    data, scales, used, _ = kernel_operand(x, "per_group dynamic")
+    w = torch.randn(groups, n, k, device=CUDA, generator=torch.Generator(device=CUDA).manual_seed(seed + 1))
+    w = (w * torch.logspace(0, -2, n, device=CUDA)[None, :, None]).to(torch.bfloat16)
+    gs_b = dynamic_global_scale(w, per_group=True, group_dim=0)
+    wq = quantize_nvfp4(w, gs_b, group_dim=0, check_finite=False)
+    mat_b, scale_b = layouts.grouped_b_operand(wq)
+    rows_p = round_up(tokens, ROW_TILE)
+    offsets = torch.arange(1, groups + 1, dtype=torch.int32, device=CUDA) * rows_p
+    return (data.view(torch.float4_e2m1fn_x2), mat_b, scales.view(torch.float8_e4m3fn), scale_b, offsets, used, gs_b)
+
+
+def assert_within_summation_order(out, ref):
+    """Relative Frobenius error < 2e-3 and every element within 2 bf16 ulps of the
+    reference (ulp of the larger of |ref| and 2^-10·rms, so cancellations to ~0 do not
+    demand ulps of a number smaller than the fp32 summation noise)."""
+    ref64, out64 = ref.double(), out.double()
+    rel = ((out64 - ref64).norm() / ref64.norm()).item()
+    assert rel < 2e-3, rel
+    floor = ref64.square().mean().sqrt() * 2.0**-10
+    ulp = 2.0 ** (torch.floor(torch.log2(torch.maximum(ref64.abs(), floor))) - 7)
+    worst = ((out64 - ref64).abs() / ulp).max().item()
+    assert worst <= 2.0, worst
+
+
+@pytest.mark.parametrize("groups, k, n", SHAPES)
+@pytest.mark.parametrize("tokens", TOKENS)
+def test_grouped_gemm_matches_the_reference(groups, k, n, tokens):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    ops = gemm_operands(tokens, groups, k, n)
+    ref = run_nvfp4_grouped_gemm(*ops, backend="reference")  # fp32 on the GPU, no TF32
+    padded = run_nvfp4_grouped_gemm(*ops, backend="cutedsl")
+    assert_within_summation_order(padded, ref)
+    z = cutedsl_grouped_gemm(*ops, tokens=tokens)
+    rows_p = round_up(tokens, ROW_TILE)
+    ref_z = ref.view(groups, rows_p, n)[:, :tokens].transpose(0, 1)
+    assert torch.equal(z, padded.view(groups, rows_p, n)[:, :tokens].transpose(0, 1))  # same kernel, same order
+    assert_within_summation_order(z, ref_z)
+
+
+@pytest.mark.parametrize("activation_scale", ["shared", "per_group"])
+@pytest.mark.parametrize("source", ["static", "dynamic"])
+def test_linear_on_cuda_matches_the_reference_layer_and_replays_in_a_cuda_graph(activation_scale, source):
+    groups, hpg, d, n, max_tokens = 8, 8, 512, 1024, 256
+    w = (torch.randn(groups, hpg * d, n) / 64).to(torch.bfloat16)
+    layers = {}
+    for device, backend in ((CUDA, "auto"), (torch.device("cpu"), "reference")):
+        layer = Nvfp4GroupedLinear(groups, hpg, d, n, max_num_tokens=max_tokens, device=device,
+                                   activation_scale=activation_scale, activation_scale_source=source, backend=backend)
+        layer.set_bf16_weight(w.to(device))
+        layer.finalize_weights()
+        layer.set_activation_global_scale(torch.full((groups,), 4.0 / 2688))
+        layers[device.type] = layer
+    assert layers["cuda"].backend == "cutedsl"
+    assert torch.equal(layers["cuda"]._mat_b.view(torch.uint8).cpu(), layers["cpu"]._mat_b.view(torch.uint8))
+    assert torch.equal(layers["cuda"]._scale_b.view(torch.uint8).cpu(), layers["cpu"]._scale_b.view(torch.uint8))
+
+    def check(o):
+        z = layers["cuda"](o.to(CUDA)).cpu()
+        ref = layers["cpu"](o.cpu()).clone()
+        assert_within_summation_order(z, ref)
+
+    for tokens in (1, 77, 256):
+        check(activations(tokens, groups, hpg * d, seed=tokens, device=torch.device("cpu")).view(tokens, groups * hpg, d))
+
+    cuda_layer = layers["cuda"]
+    cuda_layer.check_finite = False
+    static_o = torch.zeros(77, groups * hpg, d, dtype=torch.bfloat16, device=CUDA)
+    static_o.copy_(activations(77, groups, hpg * d, seed=1).view(77, groups * hpg, d))
+    cuda_layer(static_o)  # warm-up: compiles outside the capture
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
+        static_z = cuda_layer(static_o)
+    torch.cuda.current_stream().wait_stream(stream)
+    for seed in range(3):
+        o = activations(77, groups, hpg * d, seed=100 + seed).view(77, groups * hpg, d)
+        static_o.copy_(o)
+        graph.replay()
+        torch.cuda.synchronize()
+        ref = layers["cpu"](o.cpu()).clone()
+        assert_within_summation_order(static_z.cpu(), ref)
+
+
+def test_cuda_path_rejects_bad_input_before_launching():
+    layer = Nvfp4GroupedLinear(2, 1, 64, 128, max_num_tokens=8, device=CUDA)
+    layer.set_bf16_weight(torch.randn(2, 64, 128, dtype=torch.bfloat16, device=CUDA))
+    layer.finalize_weights()
+    with pytest.raises(ValueError, match="max_num_tokens"):
+        layer(torch.zeros(9, 2, 64, dtype=torch.bfloat16, device=CUDA))
+    with pytest.raises(ValueError, match="is on cpu"):
+        layer(torch.zeros(3, 2, 64, dtype=torch.bfloat16))
+    with pytest.raises(TypeError, match="bfloat16"):
+        layer(torch.zeros(3, 2, 64, dtype=torch.float16, device=CUDA))
+    with pytest.raises(ValueError, match="non-finite"):
+        layer(torch.full((3, 2, 64), float("nan"), dtype=torch.bfloat16, device=CUDA))
+    ops = gemm_operands(5, 2, 64, 128)
+    with pytest.raises(ValueError, match="tokens=200"):
+        cutedsl_grouped_gemm(*ops, tokens=200)

@@ -1,0 +1,51 @@
+"""Every CuTeDSL kernel compiles for sm_90a without a GPU, and its PTX uses the
+instructions the numerics depend on (CI has no GPU: this is its kernel check)."""
+
+import collections
+import os
+
+import pytest
+
+os.environ.setdefault("CUTE_DSL_ARCH", "sm_90a")
+pytest.importorskip("cutlass.cute")
+
+from nvfp4lab.kernels import launch  # noqa: E402
+
+
+def instructions(compiled) -> collections.Counter:
+    ptx = compiled.artifacts.PTX
+    return collections.Counter(line.split()[0] for line in ptx.splitlines() if line.strip() and not line.strip().startswith("//"))
+
+
+@pytest.fixture(autouse=True)
+def dump_ptx_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # KeepPTX also writes a .ptx file into the working directory
+
+
+def test_arch_is_sm_90a():
+    assert os.environ["CUTE_DSL_ARCH"] == "sm_90a"
+
+
+@pytest.mark.parametrize("padded_output", [False, True])
+def test_grouped_gemm_uses_bf16_tensor_core_mma_with_fp32_accumulation(padded_output):
+    ops = instructions(launch.compile_grouped_gemm(padded_output, keep_ptx=True))
+    assert ops["mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"] >= 128  # a 64×64 warp tile × 4 k-steps
+    assert ops["ldmatrix.sync.aligned.m8n8.x4.shared.b16"] > 0
+    assert not any(op.startswith(("fma.rn.ftz", "mul.ftz", "div.approx", "div.full")) for op in ops)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+@pytest.mark.parametrize("shared", [False, True])
+def test_quantizer_uses_exact_division_and_hardware_e4m3_rounding(dynamic, shared):
+    ops = instructions(launch.compile_quantize_activations(dynamic, shared, keep_ptx=True))
+    assert ops["cvt.rn.satfinite.e4m3x2.f32"] == 1 and ops["cvt.rn.f16x2.e4m3x2"] == 1
+    assert ops["div.rn.f32"] == 4 + dynamic  # (amax/6)/gs, (1/gs)/s [, amax/2688]
+    assert ops["mul.rn.f32"] == 16
+    assert ops["ld.global.v4.b32"] == 2 and ops["st.global.v2.b32"] == 1  # 32 B in, 8 B out per block
+    assert not any("approx" in op or "ftz" in op for op in ops)
+
+
+def test_group_amax_reduces_with_one_integer_atomic_per_cta():
+    ops = instructions(launch.compile_group_amax(keep_ptx=True))
+    assert ops["atom.global.max.s32"] == 1
+    assert ops["max.NaN.f32"] > 0
