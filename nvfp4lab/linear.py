@@ -85,7 +85,7 @@ class Nvfp4GroupedLinear:
         self.out_features = o_lora_rank  # N
         v.check_block_multiple(self.in_features, "heads_per_group * head_dim")
         self.max_num_tokens = max_num_tokens
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.device = v.normalize_device(device)
         self.activation_scale = activation_scale
         self.activation_scale_source = activation_scale_source
         if backend not in ("auto", "cutedsl", "reference"):

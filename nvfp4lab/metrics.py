@@ -16,7 +16,7 @@ import torch
 
 from nvfp4lab import validation as v
 from nvfp4lab.formats import E2M1_MAX
-from nvfp4lab.quantize import BLOCK, FLT_MAX, NVFP4Tensor
+from nvfp4lab.quantize import BLOCK, FLT_MAX, NVFP4Tensor, true_divide
 
 #: Block scales at or above this round past E4M3's 448 (RNE between 448 and 480).
 E4M3_OVERFLOW = 464.0
@@ -93,11 +93,11 @@ def quantization_stats(x: torch.Tensor, q: NVFP4Tensor) -> dict[str, int]:
     blocks = x.detach().to(torch.float32).reshape(*q.scales.shape, BLOCK)
     scale_bytes = q.scales.view(torch.uint8)
     gs = q.global_scale_per_block()
-    multiplier = ((1.0 / gs) / q.scales.to(torch.float32)).clamp(max=FLT_MAX)
+    multiplier = true_divide(true_divide(1.0, gs), q.scales.to(torch.float32)).clamp(max=FLT_MAX)
     saturated = (blocks * multiplier[..., None]).abs() > E2M1_MAX  # exactly the quantizer's clamp
     zero_scale = scale_bytes == 0
     block_amax = blocks.abs().amax(dim=-1)
-    clipped_block = (block_amax / E2M1_MAX) / gs >= E4M3_OVERFLOW
+    clipped_block = true_divide(true_divide(block_amax, E2M1_MAX), gs) >= E4M3_OVERFLOW
     saturated &= ~zero_scale[..., None]
     exponent_bits = (scale_bytes >> 3) & 0xF
     return {

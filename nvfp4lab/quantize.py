@@ -76,13 +76,28 @@ def _broadcast_global_scale(global_scale: torch.Tensor, block_shape: torch.Size,
     return global_scale.reshape(view).expand(block_shape)
 
 
+def true_divide(numerator, denominator: float | torch.Tensor) -> torch.Tensor:
+    """IEEE float32 division on every device.
+
+    PyTorch's CUDA kernels divide by a Python scalar as a multiplication by its rounded
+    reciprocal (``x / 6`` becomes ``x * 0.16666667``), which rounds differently; a 0-d
+    tensor divisor on the same device takes the true-division path. Use this for every
+    division the numerics define."""
+    device = denominator.device if isinstance(denominator, torch.Tensor) else numerator.device
+    if not isinstance(numerator, torch.Tensor):
+        numerator = torch.tensor(float(numerator), dtype=torch.float32, device=device)
+    if not isinstance(denominator, torch.Tensor):
+        denominator = torch.tensor(float(denominator), dtype=torch.float32, device=device)
+    return torch.div(numerator, denominator)
+
+
 def global_scale_from_amax(amax: torch.Tensor) -> torch.Tensor:
     """Dequant-form global scale ``max(amax / 2688, 2^-126)`` (float32, same shape).
 
     The floor keeps ``1 / gs`` finite; a tensor whose amax is 0 gets ``gs = 2^-126`` and
     quantizes to zeros. ``amax`` must be non-negative; NaN stays NaN.
     """
-    gs = amax.to(torch.float32) / GLOBAL_SCALE_DIVISOR
+    gs = true_divide(amax.to(torch.float32), GLOBAL_SCALE_DIVISOR)
     return torch.where(gs < MIN_GLOBAL_SCALE, torch.full_like(gs, MIN_GLOBAL_SCALE), gs)
 
 
@@ -132,9 +147,9 @@ def block_scales_and_multipliers(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """From block amaxes and their global scales (float32, same shape) compute the E4M3
     block scales and the float32 multipliers that map elements onto the E2M1 grid."""
-    scales = e4m3_from_float((block_amax / E2M1_MAX) / global_scale_per_block)
+    scales = e4m3_from_float(true_divide(true_divide(block_amax, E2M1_MAX), global_scale_per_block))
     scale_value = scales.to(torch.float32)
-    multiplier = ((1.0 / global_scale_per_block) / scale_value).clamp(max=FLT_MAX)
+    multiplier = true_divide(true_divide(1.0, global_scale_per_block), scale_value).clamp(max=FLT_MAX)
     multiplier = torch.where(scale_value > 0, multiplier, torch.zeros_like(multiplier))
     return scales, multiplier
 

@@ -52,6 +52,15 @@ def check_same_device(tensors: dict[str, torch.Tensor], device: torch.device) ->
             raise ValueError(f"{name} is on {t.device}, expected {device}")
 
 
+def normalize_device(device) -> torch.device:
+    """``torch.device`` with an explicit index for CUDA (``"cuda"`` -> ``cuda:<current>``),
+    so that it compares equal to ``tensor.device``."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def check_contiguous(x: torch.Tensor, name: str) -> None:
     if not x.is_contiguous():
         raise ValueError(f"{name} must be contiguous (got strides {x.stride()}); call .contiguous()")

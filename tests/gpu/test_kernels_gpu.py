@@ -182,3 +182,14 @@ def test_cuda_path_rejects_bad_input_before_launching():
     ops = gemm_operands(5, 2, 64, 128)
     with pytest.raises(ValueError, match="tokens=200"):
         cutedsl_grouped_gemm(*ops, tokens=200)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_reference_quantizer_gives_the_same_bytes_on_cuda_and_cpu(dtype):
+    x = activations(300, 4, 512).to(dtype)
+    for gs in (None, dynamic_global_scale(x, per_group=True)):
+        on_gpu = quantize_nvfp4(x, gs, check_finite=False)
+        on_cpu = quantize_nvfp4(x.cpu(), None if gs is None else gs.cpu(), check_finite=False)
+        assert torch.equal(on_gpu.global_scale.cpu(), on_cpu.global_scale)
+        assert torch.equal(on_gpu.scales.view(torch.uint8).cpu(), on_cpu.scales.view(torch.uint8))
+        assert torch.equal(on_gpu.data.view(torch.uint8).cpu(), on_cpu.data.view(torch.uint8))
