@@ -135,6 +135,8 @@ def cutedsl_grouped_gemm(
     )
     if not kernels.gpu_supported(mat_a.device):
         raise ValueError(f"backend 'cutedsl' needs a CUDA GPU with compute capability >= 9.0 and CuTeDSL; got {mat_a.device}")
+    if k % 64 or n % 128:
+        raise ValueError(f"backend 'cutedsl' needs K % 64 == 0 and N % 128 == 0 (its tile sizes); got K={k}, N={n}")
     shape = (rows, n) if tokens is None else (tokens, groups, n)
     if out is None:
         out = torch.empty(shape, dtype=torch.bfloat16, device=mat_a.device)

@@ -27,10 +27,14 @@ def test_arch_is_sm_90a():
 
 
 @pytest.mark.parametrize("padded_output", [False, True])
-def test_grouped_gemm_uses_bf16_tensor_core_mma_with_fp32_accumulation(padded_output):
-    ops = instructions(launch.compile_grouped_gemm(padded_output, keep_ptx=True))
-    assert ops["mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"] >= 128  # a 64×64 warp tile × 4 k-steps
+@pytest.mark.parametrize("config, mmas", [("small", 2 * 4), ("large", 4 * 4 * 4)])
+def test_grouped_gemm_uses_bf16_tensor_core_mma_with_fp32_accumulation(config, mmas, padded_output):
+    ops = instructions(launch.compile_grouped_gemm(config, padded_output, keep_ptx=True))
+    # a warp tile of 16×16 (small) or 64×32 (large) is 2 or 16 m16n8 MMAs per 16 of K, 4 per stage
+    assert ops["mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"] == mmas
     assert ops["ldmatrix.sync.aligned.m8n8.x4.shared.b16"] > 0
+    assert ops["cp.async.cg.shared.global"] + ops["cp.async.ca.shared.global"] > 0
+    assert ops["mul.rn.bf16x2"] > 0  # the exact two-element decode
     assert not any(op.startswith(("fma.rn.ftz", "mul.ftz", "div.approx", "div.full")) for op in ops)
 
 

@@ -65,3 +65,15 @@ def f32_from_e4m3_byte(byte, *, loc=None, ip=None) -> Float32:
         "cvt.f32.f16 $0, lo;\n}"
     )
     return Float32(_asm(T.f32(), [Uint32(byte).ir_value()], text, "=f,r"))
+
+
+@dsl_user_op
+def mul_bf16x2(a, b, *, loc=None, ip=None) -> Uint32:
+    """``mul.rn.bf16x2`` on two packed bf16 pairs (subnormals supported on sm_90)."""
+    return Uint32(_asm(T.i32(), [Uint32(a).ir_value(), Uint32(b).ir_value()], "mul.rn.bf16x2 $0, $1, $2;", "=r,r,r"))
+
+
+@dsl_user_op
+def bf16x2_splat_from_f32(a, *, loc=None, ip=None) -> Uint32:
+    """``a`` rounded to bf16 (``cvt.rn.bf16x2.f32``) in both halves of a Uint32."""
+    return Uint32(_asm(T.i32(), [Float32(a).ir_value()], "cvt.rn.bf16x2.f32 $0, $1, $1;", "=r,f"))

@@ -1,112 +1,168 @@
 """CuTeDSL kernel: the NVFP4 grouped GEMM on Hopper (sm_90a), decoding FP4 in the kernel.
 
-Hopper has no FP4 tensor cores, so each CTA streams packed E2M1 bytes and their E4M3
-block scales, decodes them *exactly* to bf16 in shared memory (every E2M1 × E4M3
-product has at most 5 significant bits), and runs bf16 tensor-core MMA
-(``mma.sync.m16n8k16``, fp32 accumulation). The epilogue multiplies by
-``gs_a[g] · gs_b[g]`` and writes bf16 (docs/numerics.md §3)::
+Hopper has no FP4 tensor cores. Each CTA streams the packed E2M1 bytes and E4M3 block
+scales of its tile through a multi-stage ``cp.async`` ring in shared memory, decodes
+them *exactly* into bf16 tiles (double-buffered), and runs bf16 tensor-core MMA
+(``mma.sync.m16n8k16``, fp32 accumulation)::
 
     out = bf16( acc · (gs_a[g] · gs_b[g]) ),   acc = Σ_k (e2m1·s)_a · (e2m1·s)_b   (fp32)
 
-A CTA computes a ``BM × BN`` tile of one group: rows are tokens of group g (row
-``offsets[g-1] + t`` of ``mat_a``), columns are output channels. The K loop keeps two
-shared-memory stages: while the MMAs of stage k run, the packed bytes of stage k+1 are
-already in flight into registers; they are decoded into the other stage afterwards.
+**Exact decode, two elements per multiply.** For a byte holding codes ``c0`` (low nibble)
+and ``c1``, the 32-bit pattern ``(c0&7)<<6 | (c0&8)<<12 | (c1&7)<<22 | (c1&8)<<28`` is a
+bf16 pair equal to ``(e2m1(c0), e2m1(c1)) · 2^-126`` (E2M1's exponent and mantissa sit
+where bf16's low exponent bits and top mantissa bit are; its bias is 1, bf16's 127).
+One ``mul.rn.bf16x2`` by the block scale times ``2^117`` (exact in bf16: 4 significant
+bits, at most 448·2^117 < 2^126) gives ``e2m1 · s · 2^-9`` exactly — every such product
+has at most 6 significant bits — including E2M1 0.5 (a bf16 subnormal before the
+multiply; sm_90 bf16 arithmetic keeps subnormals). Both operands carry ``2^-9``, so the
+epilogue multiplies by ``gs_a·gs_b·2^18``: power-of-two scaling commutes with every
+fp32 rounding here, so the result equals the unscaled computation bit for bit.
 
-Output addressing covers both callers without copies: ``out[t·row_stride + base_g·N + n]``
-with ``base_g = g`` for ``z (T, G, N)`` (row_stride = G·N) and ``base_g = offsets[g-1]``
-for the padded ``(Σ Mp_g, N)`` form (row_stride = N).
+**Tiles.** A CTA computes ``BM × BN`` of one group g: rows are that group's tokens (row
+``offsets[g-1] + t`` of ``mat_a``), columns its output channels. Two configurations:
+``SMALL`` (BM=16, 8-stage ring, for decode: many CTAs streaming weights) and ``LARGE``
+(BM=BN=128, 8 warps, for prefill: MMA bound). Both need ``K % 64 == 0`` and
+``N % BN == 0`` (checked on the host).
 
-Decoding one nibble ``c`` (no table, no branch): the bf16/fp32 bit pattern
-``(c&7)<<22 | (c&8)<<28`` is the E2M1 value × 2^-126 (E2M1's exponent field sits where
-fp32's does, with bias 1 instead of 127), so one exact multiply by 2^126 and one by
-the block scale give the decoded value.
+**Output.** ``out[t·row_stride + base_g·N + n]`` with ``base_g = g`` for ``z (T, G, N)``
+(row_stride = G·N) and ``base_g = offsets[g-1]`` for the padded ``(Σ Mp_g, N)`` form.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cuda.bindings.driver as cuda
 import cutlass
 import cutlass.cute as cute
-from cutlass import BFloat16, Float32, Int32, Uint32
+from cutlass import BFloat16, Float32, Int32, Uint8, Uint32
 
-from nvfp4lab.kernels._ptx import f32_from_e4m3_byte, mul_rn
-
-BM, BN, BK = 128, 128, 64  # tokens × output channels × K elements per stage
-STAGES = 2
-ATOM_LAYOUT = (2, 2, 1)  # warps along M, N, K
-THREADS = 32 * ATOM_LAYOUT[0] * ATOM_LAYOUT[1] * ATOM_LAYOUT[2]
-WORDS_PER_ROW = BK // 8  # packed uint32 words (8 codes each) per row and stage
-BLOCKS_PER_STAGE = BK // 16
-TWO_POW_126 = 2.0**126
+from nvfp4lab.kernels._ptx import bf16x2_splat_from_f32, f32_from_e4m3_byte, mul_bf16x2
 
 
-@cute.jit
-def decode_code(code: Uint32, scale: Float32) -> BFloat16:
-    """E2M1 code (low 4 bits of ``code``) × ``scale`` as an exact bf16."""
-    bits = ((code & Uint32(7)) << Uint32(22)) | ((code & Uint32(8)) << Uint32(28))
-    value = mul_rn(bits.bitcast(Float32), Float32(TWO_POW_126))
-    return mul_rn(value, scale).to(BFloat16)
+class GemmConfig(NamedTuple):
+    bm: int  # tokens per CTA tile
+    bn: int  # output channels per CTA tile
+    stages: int  # cp.async ring depth (raw packed bytes)
+    warps_m: int
+    warps_n: int
+
+    @property
+    def threads(self) -> int:
+        return 32 * self.warps_m * self.warps_n
 
 
-@cute.jit
-def swizzled_word_offset(row: Int32, block_col: Int32, col_tiles: Int32) -> Int32:
-    """Offset, in 4-byte words, of scales ``(row, block_col..block_col+3)`` (block_col a
-    multiple of 4) in the 128×4 tiled layout."""
-    tile = (row // 128) * col_tiles + block_col // 4
-    return tile * 128 + (row % 32) * 4 + (row % 128) // 32
+BK = 64  # K elements per stage: 32 packed bytes per row, 4 scale blocks (one 128×4 scale tile)
+WORDS_PER_ROW = BK // 8  # uint32 words of packed codes per row and stage
+CHUNKS_PER_ROW = BK // 32  # 16-byte chunks per row and stage
+SCALE_TILE_WORDS = 128  # one 128-row × 4-block swizzled scale tile: 512 bytes
+SMALL = GemmConfig(bm=16, bn=64, stages=8, warps_m=1, warps_n=4)
+LARGE = GemmConfig(bm=128, bn=128, stages=4, warps_m=2, warps_n=4)
+SCALE_PRE = 2.0**117  # block scales are pre-multiplied by this (see the module docstring)
+ALPHA_POST = 2.0**18  # and the epilogue undoes 2^-9 on each operand
 
 
 @cute.jit
-def load_row_stage(packed: cute.Tensor, scales_u32: cute.Tensor, scale_base: Int32, row: Int32, scale_row: Int32,
-                   valid: cutlass.Boolean, k_tile: Int32, block_cols: Int32, words: cute.Tensor, scale_word: cute.Tensor):
-    """Fetch row ``row``'s packed words and its 4 scale bytes (row ``scale_row`` of the
-    swizzled matrix starting at word ``scale_base``) for stage ``k_tile`` into registers
-    (zeros where the row or the K blocks are out of range)."""
-    col_tiles = (block_cols + 3) // 4
-    kb0 = k_tile * BLOCKS_PER_STAGE
-    for w in cutlass.range_constexpr(WORDS_PER_ROW):
-        words[w] = Uint32(0)
-        if valid and kb0 + w // 2 < block_cols:
-            words[w] = packed[row, k_tile * WORDS_PER_ROW + w]
-    scale_word[0] = Uint32(0)
-    if valid:
-        scale_word[0] = scales_u32[scale_base + swizzled_word_offset(scale_row, kb0, col_tiles)]
+def copy_chunk(atom, src_words: cute.Tensor, src_offset: Int32, dst_words: cute.Tensor, dst_offset: Int32):
+    """cp.async 16 bytes: ``dst_words[dst_offset:+4] = src_words[src_offset:+4]``."""
+    src = cute.make_tensor((src_words.iterator + src_offset).align(16), cute.make_layout(4))
+    dst = cute.make_tensor((dst_words.iterator + dst_offset).align(16), cute.make_layout(4))
+    cute.copy(atom, src, dst)
 
 
 @cute.jit
-def decode_row_stage(words: cute.Tensor, scale_word: cute.Tensor, smem_row: cute.Tensor):
-    """Decode ``BK`` elements of one row into ``smem_row`` (BK bf16, a swizzled view).
-    Scale bytes of blocks beyond K are zero, so their elements decode to zero."""
-    for blk in cutlass.range_constexpr(BLOCKS_PER_STAGE):
-        scale = f32_from_e4m3_byte((scale_word[0] >> Uint32(8 * blk)) & Uint32(0xFF))
-        for w in cutlass.range_constexpr(2):
-            word = words[blk * 2 + w]
-            chunk = cute.make_rmem_tensor((8,), BFloat16)
-            for e in cutlass.range_constexpr(8):
-                chunk[e] = decode_code(word >> Uint32(4 * e), scale)
-            column = blk * 16 + w * 8
-            for e in cutlass.range_constexpr(8):
-                smem_row[column + e] = chunk[e]
+def issue_stage(atom, cfg: cutlass.Constexpr, tidx: Int32, k_tile: Int32, slot: Int32,
+                mat_a: cute.Tensor, a_row0: Int32, raw_a: cute.Tensor,
+                mat_b: cute.Tensor, b_row0: Int32, raw_b: cute.Tensor,
+                scale_a: cute.Tensor, scale_a_word: Int32, raw_sa: cute.Tensor,
+                scale_b: cute.Tensor, scale_b_word: Int32, raw_sb: cute.Tensor,
+                k_words: Int32):
+    """Start the copies of stage ``k_tile`` into ring slot ``slot``: the tile's packed A
+    and B rows and the 512-byte scale tiles that hold their scales."""
+    threads = cfg.threads
+    for rep in cutlass.range_constexpr((cfg.bm * CHUNKS_PER_ROW + threads - 1) // threads):
+        chunk = rep * threads + tidx
+        if chunk < cfg.bm * CHUNKS_PER_ROW:
+            r = chunk // CHUNKS_PER_ROW
+            q = chunk % CHUNKS_PER_ROW
+            copy_chunk(atom, mat_a, (a_row0 + r) * k_words + k_tile * WORDS_PER_ROW + q * 4,
+                       raw_a, slot * (cfg.bm * WORDS_PER_ROW) + chunk * 4)
+    for rep in cutlass.range_constexpr((cfg.bn * CHUNKS_PER_ROW + threads - 1) // threads):
+        chunk = rep * threads + tidx
+        if chunk < cfg.bn * CHUNKS_PER_ROW:
+            r = chunk // CHUNKS_PER_ROW
+            q = chunk % CHUNKS_PER_ROW
+            copy_chunk(atom, mat_b, (b_row0 + r) * k_words + k_tile * WORDS_PER_ROW + q * 4,
+                       raw_b, slot * (cfg.bn * WORDS_PER_ROW) + chunk * 4)
+    if tidx < SCALE_TILE_WORDS // 4:
+        copy_chunk(atom, scale_a, scale_a_word + k_tile * SCALE_TILE_WORDS + tidx * 4,
+                   raw_sa, slot * SCALE_TILE_WORDS + tidx * 4)
+    elif tidx < SCALE_TILE_WORDS // 2:
+        lane = tidx - SCALE_TILE_WORDS // 4
+        copy_chunk(atom, scale_b, scale_b_word + k_tile * SCALE_TILE_WORDS + lane * 4,
+                   raw_sb, slot * SCALE_TILE_WORDS + lane * 4)
+
+
+@cute.jit
+def pair_bits(byte_word: Uint32) -> Uint32:
+    """bf16x2 bits of ``(e2m1(c0), e2m1(c1)) · 2^-126`` from the byte in the low 8 bits."""
+    b = byte_word
+    return (
+        ((b & Uint32(0x07)) << Uint32(6))
+        | ((b & Uint32(0x08)) << Uint32(12))
+        | ((b & Uint32(0x70)) << Uint32(18))
+        | ((b & Uint32(0x80)) << Uint32(24))
+    )
+
+
+@cute.jit
+def decode_operand(cfg_rows: cutlass.Constexpr, threads: cutlass.Constexpr, tidx: Int32, slot: Int32,
+                   raw: cute.Tensor, raw_scales_bytes: cute.Tensor, tile_row0: Int32,
+                   smem: cute.Tensor, stage: Int32):
+    """Decode one ring slot (``cfg_rows`` rows × BK elements) into bf16 ``smem[:, :, stage]``.
+
+    Each thread takes 16-byte chunks (32 codes, two scale blocks); ``tile_row0`` is the
+    tile's first row within its 128-row scale tile."""
+    for rep in cutlass.range_constexpr((cfg_rows * CHUNKS_PER_ROW + threads - 1) // threads):
+        chunk = rep * threads + tidx
+        if chunk < cfg_rows * CHUNKS_PER_ROW:
+            r = chunk // CHUNKS_PER_ROW
+            q = chunk % CHUNKS_PER_ROW
+            words = cute.make_tensor(raw.iterator + slot * (cfg_rows * WORDS_PER_ROW) + chunk * 4,
+                                     cute.make_layout(4)).load()
+            row_in_tile = tile_row0 + r
+            scale_base = slot * (SCALE_TILE_WORDS * 4) + (row_in_tile % 32) * 16 + (row_in_tile // 32) * 4 + q * 2
+            decoded = cute.make_rmem_tensor((16,), Uint32)
+            for half in cutlass.range_constexpr(2):
+                scale = f32_from_e4m3_byte(Uint32(raw_scales_bytes[scale_base + half]))
+                scale_pair = bf16x2_splat_from_f32(scale * Float32(SCALE_PRE))
+                for w in cutlass.range_constexpr(2):
+                    word = words[half * 2 + w]
+                    for p in cutlass.range_constexpr(4):
+                        decoded[(half * 2 + w) * 4 + p] = mul_bf16x2(pair_bits(word >> Uint32(8 * p)), scale_pair)
+            values = cute.recast_tensor(decoded, BFloat16)
+            destination = cute.local_tile(smem[r, None, stage], (32,), (q,))
+            cute.autovec_copy(values, destination)
 
 
 @cute.kernel
 def grouped_gemm_kernel(
-    mat_a: cute.Tensor,  # (R, K/8) uint32
+    mat_a: cute.Tensor,  # (R·K/8,) uint32
     scale_a: cute.Tensor,  # (R·Kbp/4,) uint32
-    mat_b: cute.Tensor,  # (G·N, K/8) uint32
+    mat_b: cute.Tensor,  # (G·N·K/8,) uint32
     scale_b: cute.Tensor,  # (G·Np·Kbp/4,) uint32
     offsets: cute.Tensor,  # (G,) int32 cumulative padded row ends
     global_scale_a: cute.Tensor,  # (G,) fp32
     global_scale_b: cute.Tensor,  # (G,) fp32
     out: cute.Tensor,  # flat bf16
-    tokens: Int32,  # rows of each group to compute (z form) or -1 (padded form: all)
+    tokens: Int32,  # rows of each group to compute (z form; padded form: unused)
     n_out: Int32,
-    block_cols: Int32,
+    k: Int32,
     row_stride: Int32,
     sA_layout: cute.ComposedLayout,
     sB_layout: cute.ComposedLayout,
     tiled_mma: cute.TiledMma,
+    cfg: cutlass.Constexpr,
     padded_output: cutlass.Constexpr,
 ):
     tidx, _, _ = cute.arch.thread_idx()
@@ -118,50 +174,54 @@ def grouped_gemm_kernel(
     valid_rows = rows
     if cutlass.const_expr(not padded_output):
         valid_rows = tokens  # the host checked rows >= tokens for every group
-    if m_tile * BM < valid_rows:
-        smem = cutlass.memory.SmemAllocator()
-        sA = smem.allocate_tensor(BFloat16, sA_layout, 16)
-        sB = smem.allocate_tensor(BFloat16, sB_layout, 16)
+    if m_tile * cfg.bm < valid_rows:
+        allocator = cutlass.memory.SmemAllocator()
+        raw_a = allocator.allocate_tensor(Uint32, cute.make_layout(cfg.stages * cfg.bm * WORDS_PER_ROW), 16)
+        raw_b = allocator.allocate_tensor(Uint32, cute.make_layout(cfg.stages * cfg.bn * WORDS_PER_ROW), 16)
+        raw_sa = allocator.allocate_tensor(Uint32, cute.make_layout(cfg.stages * SCALE_TILE_WORDS), 16)
+        raw_sb = allocator.allocate_tensor(Uint32, cute.make_layout(cfg.stages * SCALE_TILE_WORDS), 16)
+        sA = allocator.allocate_tensor(BFloat16, sA_layout, 16)
+        sB = allocator.allocate_tensor(BFloat16, sB_layout, 16)
+        raw_sa_bytes = cute.recast_tensor(raw_sa, Uint8)
+        raw_sb_bytes = cute.recast_tensor(raw_sb, Uint8)
 
-        col_tiles = (block_cols + 3) // 4
+        k_words = k // 8
+        k_tiles = k // BK
+        col_tiles = k // 64  # scale tiles per 128 rows (K % 64 == 0)
         n_padded = ((n_out + 127) // 128) * 128
-        scale_b_base = g * n_padded * col_tiles  # words of scale_b before group g
+        a_row0 = row_start + m_tile * cfg.bm
+        b_row0 = g * n_out + n_tile * cfg.bn
+        scale_a_word = (a_row0 // 128) * col_tiles * SCALE_TILE_WORDS
+        scale_b_word = (g * (n_padded // 128) + (n_tile * cfg.bn) // 128) * col_tiles * SCALE_TILE_WORDS
+        a_tile_row0 = a_row0 % 128
+        b_tile_row0 = (n_tile * cfg.bn) % 128
+        atom = cute.make_copy_atom(
+            cute.nvgpu.cpasync.CopyG2SOp(cache_mode=cute.nvgpu.cpasync.LoadCacheMode.GLOBAL), Uint32, num_bits_per_copy=128
+        )
 
-        # Each thread stages one row of A and one row of B per K step.
-        a_row_in_group = m_tile * BM + tidx
-        a_valid = a_row_in_group < rows
-        b_row = n_tile * BN + tidx
-        b_valid = b_row < n_out
-        words_a = cute.make_rmem_tensor((WORDS_PER_ROW,), Uint32)
-        words_b = cute.make_rmem_tensor((WORDS_PER_ROW,), Uint32)
-        scale_word_a = cute.make_rmem_tensor((1,), Uint32)
-        scale_word_b = cute.make_rmem_tensor((1,), Uint32)
-
-        k_tiles = (block_cols + BLOCKS_PER_STAGE - 1) // BLOCKS_PER_STAGE
-        a_row = row_start + a_row_in_group
-        load_row_stage(mat_a, scale_a, Int32(0), a_row, a_row, a_valid, Int32(0), block_cols, words_a, scale_word_a)
-        load_row_stage(mat_b, scale_b, scale_b_base, g * n_out + b_row, b_row, b_valid, Int32(0), block_cols, words_b, scale_word_b)
-        decode_row_stage(words_a, scale_word_a, sA[tidx, None, 0])
-        decode_row_stage(words_b, scale_word_b, sB[tidx, None, 0])
+        for s in cutlass.range_constexpr(cfg.stages - 1):
+            if s < k_tiles:
+                issue_stage(atom, cfg, tidx, Int32(s), Int32(s), mat_a, a_row0, raw_a, mat_b, b_row0, raw_b,
+                            scale_a, scale_a_word, raw_sa, scale_b, scale_b_word, raw_sb, k_words)
+            cute.arch.cp_async_commit_group()
+        cute.arch.cp_async_wait_group(cfg.stages - 2)
         cute.arch.sync_threads()
+        decode_operand(cfg.bm, cfg.threads, tidx, Int32(0), raw_a, raw_sa_bytes, a_tile_row0, sA, Int32(0))
+        decode_operand(cfg.bn, cfg.threads, tidx, Int32(0), raw_b, raw_sb_bytes, b_tile_row0, sB, Int32(0))
 
         thr_mma = tiled_mma.get_slice(tidx)
         tCsA = thr_mma.partition_A(sA)
         tCsB = thr_mma.partition_B(sB)
         tCrA = tiled_mma.make_fragment_A(tCsA[None, None, None, 0])
         tCrB = tiled_mma.make_fragment_B(tCsB[None, None, None, 0])
-        coords = thr_mma.partition_C(cute.make_identity_tensor((BM, BN)))
+        coords = thr_mma.partition_C(cute.make_identity_tensor((cfg.bm, cfg.bn)))
         acc = cute.make_rmem_tensor(coords.shape, Float32)
         acc.fill(0.0)
-
-        copy_s2r_a = cute.make_tiled_copy_A(
-            cute.make_copy_atom(cute.nvgpu.warp.LdMatrix8x8x16bOp(False, 4), BFloat16), tiled_mma
-        )
-        copy_s2r_b = cute.make_tiled_copy_B(
-            cute.make_copy_atom(cute.nvgpu.warp.LdMatrix8x8x16bOp(False, 4), BFloat16), tiled_mma
-        )
-        thr_copy_a = copy_s2r_a.get_slice(tidx)
-        thr_copy_b = copy_s2r_b.get_slice(tidx)
+        ldmatrix = cute.make_copy_atom(cute.nvgpu.warp.LdMatrix8x8x16bOp(False, 4), BFloat16)
+        thr_copy_a = cute.make_tiled_copy_A(ldmatrix, tiled_mma).get_slice(tidx)
+        thr_copy_b = cute.make_tiled_copy_B(ldmatrix, tiled_mma).get_slice(tidx)
+        copy_s2r_a = cute.make_tiled_copy_A(ldmatrix, tiled_mma)
+        copy_s2r_b = cute.make_tiled_copy_B(ldmatrix, tiled_mma)
         tCsA_view = thr_copy_a.partition_S(sA)
         tCrA_view = thr_copy_a.retile(tCrA)
         tCsB_view = thr_copy_b.partition_S(sB)
@@ -169,39 +229,37 @@ def grouped_gemm_kernel(
         k_blocks = cute.size(tCrA, mode=[2])
 
         for k_tile in range(k_tiles):
-            stage = k_tile % STAGES
-            has_next = k_tile + 1 < k_tiles
-            if has_next:
-                load_row_stage(mat_a, scale_a, Int32(0), a_row, a_row, a_valid, k_tile + 1, block_cols, words_a, scale_word_a)
-                load_row_stage(mat_b, scale_b, scale_b_base, g * n_out + b_row, b_row, b_valid, k_tile + 1, block_cols,
-                               words_b, scale_word_b)
+            upcoming = k_tile + cfg.stages - 1
+            if upcoming < k_tiles:
+                issue_stage(atom, cfg, tidx, upcoming, upcoming % cfg.stages, mat_a, a_row0, raw_a, mat_b, b_row0, raw_b,
+                            scale_a, scale_a_word, raw_sa, scale_b, scale_b_word, raw_sb, k_words)
+            cute.arch.cp_async_commit_group()
+            cute.arch.cp_async_wait_group(cfg.stages - 2)
+            cute.arch.sync_threads()
+            if k_tile + 1 < k_tiles:
+                slot = (k_tile + 1) % cfg.stages
+                decode_operand(cfg.bm, cfg.threads, tidx, slot, raw_a, raw_sa_bytes, a_tile_row0, sA, (k_tile + 1) % 2)
+                decode_operand(cfg.bn, cfg.threads, tidx, slot, raw_b, raw_sb_bytes, b_tile_row0, sB, (k_tile + 1) % 2)
+            stage = k_tile % 2
             for k_block in cutlass.range_constexpr(k_blocks):
                 cute.copy(copy_s2r_a, tCsA_view[None, None, k_block, stage], tCrA_view[None, None, k_block])
                 cute.copy(copy_s2r_b, tCsB_view[None, None, k_block, stage], tCrB_view[None, None, k_block])
                 cute.gemm(tiled_mma, acc, tCrA[None, None, k_block], tCrB[None, None, k_block], acc)
-            if has_next:
-                next_stage = (k_tile + 1) % STAGES
-                decode_row_stage(words_a, scale_word_a, sA[tidx, None, next_stage])
-                decode_row_stage(words_b, scale_word_b, sB[tidx, None, next_stage])
-            cute.arch.sync_threads()
 
-        alpha = global_scale_a[g] * global_scale_b[g]
+        alpha = (global_scale_a[g] * global_scale_b[g]) * Float32(ALPHA_POST)
         base = g
         if cutlass.const_expr(padded_output):
             base = row_start
         for i in cutlass.range(cute.size(acc), unroll_full=True):
             m, n = coords[i]
-            t = m_tile * BM + m
-            col = n_tile * BN + n
-            if t < valid_rows and col < n_out:
-                out[t * row_stride + base * n_out + col] = (acc[i] * alpha).to(BFloat16)
+            t = m_tile * cfg.bm + m
+            if t < valid_rows:
+                out[t * row_stride + base * n_out + n_tile * cfg.bn + n] = (acc[i] * alpha).to(BFloat16)
 
 
 def _smem_layout(rows: int):
-    atom = cute.make_composed_layout(
-        cute.make_swizzle(3, 3, 3), 0, cute.make_layout((8, BK), stride=(BK, 1))
-    )
-    return cute.tile_to_shape(atom, (rows, BK, STAGES), (0, 1, 2))
+    atom = cute.make_composed_layout(cute.make_swizzle(3, 3, 3), 0, cute.make_layout((8, BK), stride=(BK, 1)))
+    return cute.tile_to_shape(atom, (rows, BK, 2), (0, 1, 2))
 
 
 @cute.jit
@@ -222,15 +280,15 @@ def grouped_gemm(
     m_tiles: Int32,
     row_stride: Int32,
     stream: cuda.CUstream,
+    cfg: cutlass.Constexpr,
     padded_output: cutlass.Constexpr,
 ):
-    """Host entry; see ``kernels.launch.run_grouped_gemm`` for the tensors behind the pointers."""
-    block_cols = k // 16
-    col_tiles = (block_cols + 3) // 4
+    """Host entry; ``kernels.launch.grouped_gemm`` passes the tensors behind the pointers."""
+    col_tiles = k // 64
     n_padded = ((n_out + 127) // 128) * 128
-    mat_a = cute.make_tensor(mat_a_ptr, cute.make_layout((rows_total, k // 8), stride=(k // 8, 1)))
+    mat_a = cute.make_tensor(mat_a_ptr, cute.make_layout(rows_total * (k // 8)))
     scale_a = cute.make_tensor(scale_a_ptr, cute.make_layout(rows_total * col_tiles))
-    mat_b = cute.make_tensor(mat_b_ptr, cute.make_layout((groups * n_out, k // 8), stride=(k // 8, 1)))
+    mat_b = cute.make_tensor(mat_b_ptr, cute.make_layout(groups * n_out * (k // 8)))
     scale_b = cute.make_tensor(scale_b_ptr, cute.make_layout(groups * n_padded * col_tiles))
     offsets = cute.make_tensor(offsets_ptr, cute.make_layout(groups))
     gs_a = cute.make_tensor(gs_a_ptr, cute.make_layout(groups))
@@ -239,13 +297,14 @@ def grouped_gemm(
 
     tiled_mma = cute.make_tiled_mma(
         cute.nvgpu.warp.MmaF16BF16Op(BFloat16, Float32, (16, 8, 16)),
-        cute.make_layout(ATOM_LAYOUT),
-        permutation_mnk=(ATOM_LAYOUT[0] * 16, ATOM_LAYOUT[1] * 16, 16),
+        cute.make_layout((cfg.warps_m, cfg.warps_n, 1)),
+        permutation_mnk=(cfg.warps_m * 16, cfg.warps_n * 16, 16),
     )
-    sA_layout = _smem_layout(BM)
-    sB_layout = _smem_layout(BN)
-    smem_bytes = (cute.cosize(sA_layout) + cute.cosize(sB_layout)) * 2 + 64
+    sA_layout = _smem_layout(cfg.bm)
+    sB_layout = _smem_layout(cfg.bn)
+    raw_bytes = cfg.stages * ((cfg.bm + cfg.bn) * WORDS_PER_ROW + 2 * SCALE_TILE_WORDS) * 4
+    smem_bytes = raw_bytes + (cute.cosize(sA_layout) + cute.cosize(sB_layout)) * 2 + 256
     grouped_gemm_kernel(
-        mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out, tokens, n_out, block_cols, row_stride,
-        sA_layout, sB_layout, tiled_mma, padded_output,
-    ).launch(grid=[(n_out + BN - 1) // BN, m_tiles, groups], block=[THREADS, 1, 1], smem=smem_bytes, stream=stream)
+        mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out, tokens, n_out, k, row_stride,
+        sA_layout, sB_layout, tiled_mma, cfg, padded_output,
+    ).launch(grid=[n_out // cfg.bn, m_tiles, groups], block=[cfg.threads, 1, 1], smem=smem_bytes, stream=stream)

@@ -90,10 +90,23 @@ def _gemm_args(mat_a=None, scale_a=None, mat_b=None, scale_b=None, offsets=None,
     )
 
 
+CONFIGS = {"small": gemm_kernel.SMALL, "large": gemm_kernel.LARGE}
+#: Token counts up to this use the decode configuration (BM=16, deep cp.async ring).
+SMALL_TOKENS = 32
+
+
 @functools.cache
-def compile_grouped_gemm(padded_output: bool, keep_ptx: bool = False):
+def compile_grouped_gemm(config: str, padded_output: bool, keep_ptx: bool = False):
     compile_ = cute.compile[cute.KeepPTX()] if keep_ptx else cute.compile
-    return compile_(gemm_kernel.grouped_gemm, *_gemm_args(), *[Int32(1)] * 7, make_fake_stream(), padded_output)
+    return compile_(
+        gemm_kernel.grouped_gemm, *_gemm_args(), *[Int32(1)] * 7, make_fake_stream(), CONFIGS[config], padded_output
+    )
+
+
+def gemm_config(tokens: int | None, rows_per_group_hint: int) -> str:
+    """``"small"`` for decode-sized token counts, else ``"large"``."""
+    count = rows_per_group_hint if tokens is None else tokens
+    return "small" if count <= SMALL_TOKENS else "large"
 
 
 # ------------------------------------------------------------------ launches
@@ -134,9 +147,11 @@ def grouped_gemm(mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out, *, to
     rows, half_k = mat_a.shape
     groups, n, _ = mat_b.shape
     padded = tokens is None
-    m_tiles = rows // gemm_kernel.BM if padded else -(-tokens // gemm_kernel.BM)
+    config = gemm_config(tokens, rows // max(groups, 1))
+    bm = CONFIGS[config].bm
+    m_tiles = rows // bm if padded else -(-tokens // bm)
     row_stride = n if padded else groups * n
-    compile_grouped_gemm(padded)(
+    compile_grouped_gemm(config, padded)(
         *_gemm_args(mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out),
         Int32(rows), Int32(groups), Int32(n), Int32(2 * half_k), Int32(-1 if padded else tokens),
         Int32(m_tiles), Int32(row_stride), stream_of(mat_a.device),

@@ -1,0 +1,232 @@
+"""Benchmark of the NVFP4 grouped GEMM on the GPU: ``python -m nvfp4lab.bench``.
+
+For each ``(G, K, N)`` and token count T it times, in one run on one card:
+
+* ``bf16_bmm``      torch.bmm in bf16 (cuBLAS): the baseline every ratio refers to;
+* ``fp8_scaled_mm`` torch._scaled_grouped_mm, FP8 E4M3 with per-token / per-channel
+                    scales (GEMM only; the activation cast is not timed);
+* ``sketch``        the original sketch's structure from nvfp4lab's own kernels: a
+                    Python loop quantizing each group separately, scattering it into
+                    the padded operand, the grouped GEMM into the padded output, then
+                    one copy per group into ``z``;
+* ``nvfp4_gemm``    nvfp4lab's grouped GEMM alone (operands already quantized);
+* ``nvfp4_fused``   nvfp4lab's forward: the fused quantizer (static per-group scales)
+                    and the grouped GEMM writing ``z`` directly;
+* ``quantizer``     the fused quantizer alone, with a device-to-device copy of the same
+                    byte count as its bandwidth reference.
+
+Every contender is captured in a CUDA graph and replayed (as serving stacks run
+decode), so Python launch overhead is excluded for all of them alike. Each graph runs
+the contender on several copies of its weights, enough that they cannot all stay in the
+50 MB L2, and the time per call is the graph's time divided by the copies. Reported:
+median over repetitions, in µs, with TFLOP/s (2·T·G·K·N), bytes/s (weights + inputs +
+outputs) and ``speedup_vs_bf16`` (bf16 time / contender time).
+
+Results go to ``bench/results/<card>.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from nvfp4lab import layouts
+from nvfp4lab.gemm import cutedsl_grouped_gemm
+from nvfp4lab.kernels import launch
+from nvfp4lab.layouts import ROW_TILE, round_up
+from nvfp4lab.quantize import dynamic_global_scale, quantize_nvfp4
+
+SHAPES = [(8, 4096, 1024), (16, 4096, 1024), (8, 8192, 1536)]
+TOKENS = [1, 16, 128, 1024, 8192]
+L2_BYTES = 50 * 2**20
+
+
+def time_graph(fn, copies: int, replays: int = 20, repeats: int = 5) -> float:
+    """Median µs per call of ``fn(i)`` for i in range(copies), captured in one graph."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for i in range(copies):  # warm-up, compiles kernels outside the capture
+            fn(i)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        for i in range(copies):
+            fn(i)
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(replays):
+            graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / (replays * copies))
+    return statistics.median(times)
+
+
+def copies_for(weight_bytes: int) -> int:
+    return max(1, -(-2 * L2_BYTES // weight_bytes))
+
+
+class Problem:
+    """Inputs of one (G, K, N, T) point, built once and shared by all contenders."""
+
+    def __init__(self, groups: int, k: int, n: int, tokens: int, seed: int = 0):
+        self.groups, self.k, self.n, self.tokens = groups, k, n, tokens
+        dev = torch.device("cuda")
+        g = torch.Generator(device=dev).manual_seed(seed)
+        self.x = torch.randn(tokens, groups, k, generator=g, device=dev).to(torch.bfloat16)
+        self.w = (torch.randn(groups, n, k, generator=g, device=dev) / k**0.5).to(torch.bfloat16)  # (G, N, K)
+        self.gs_a = dynamic_global_scale(self.x, per_group=True)
+        gs_b = dynamic_global_scale(self.w, per_group=True, group_dim=0)
+        wq = quantize_nvfp4(self.w, gs_b, group_dim=0, check_finite=False)
+        self.mat_b, self.scale_b = layouts.grouped_b_operand(wq)
+        self.gs_b = gs_b
+        self.rows_p = round_up(tokens, ROW_TILE)
+        rows = groups * self.rows_p
+        self.data = torch.zeros(rows, k // 2, dtype=torch.uint8, device=dev)
+        self.scales = torch.zeros(rows, round_up(k // 16, 4), dtype=torch.uint8, device=dev)
+        self.used = torch.empty(groups, device=dev)
+        self.offsets = torch.arange(1, groups + 1, dtype=torch.int32, device=dev) * self.rows_p
+        self.z = torch.empty(tokens, groups, n, dtype=torch.bfloat16, device=dev)
+        self.flops = 2 * tokens * groups * k * n
+
+    def quantize(self):
+        launch.quantize_activations(self.x, self.gs_a, self.data, self.scales, self.used, dynamic=False, shared=False)
+
+    def gemm(self, mat_b, scale_b):
+        cutedsl_grouped_gemm(
+            self.data.view(torch.float4_e2m1fn_x2), mat_b, self.scales.view(torch.float8_e4m3fn), scale_b,
+            self.offsets, self.used, self.gs_b, out=self.z, tokens=self.tokens,
+        )
+
+
+def bench_point(p: Problem) -> dict:
+    results = {}
+    t, g, k, n = p.tokens, p.groups, p.k, p.n
+    act_bytes, out_bytes = t * g * k * 2, t * g * n * 2
+
+    # bf16 torch.bmm
+    xg = p.x.transpose(0, 1).contiguous()  # (G, T, K)
+    w_bf16 = [p.w.transpose(1, 2).contiguous() for _ in range(copies_for(p.w.numel() * 2))]  # (G, K, N)
+    out_bf16 = torch.empty(g, t, n, dtype=torch.bfloat16, device="cuda")
+    results["bf16_bmm"] = (time_graph(lambda i: torch.bmm(xg, w_bf16[i], out=out_bf16), len(w_bf16)), p.w.numel() * 2)
+
+    # FP8 grouped GEMM (rowwise scales)
+    try:
+        x8 = xg.to(torch.float8_e4m3fn)
+        w8 = [p.w.to(torch.float8_e4m3fn) for _ in range(copies_for(p.w.numel()))]  # (G, N, K)
+        sa = torch.ones(g, t, device="cuda")
+        sb = torch.ones(g, n, device="cuda")
+        fp8 = lambda i: torch._scaled_grouped_mm(x8, w8[i].transpose(-2, -1), sa, sb, out_dtype=torch.bfloat16)  # noqa: E731
+        results["fp8_scaled_mm"] = (time_graph(fp8, len(w8)), p.w.numel())
+    except Exception as error:  # not every shape is supported by every build
+        results["fp8_scaled_mm"] = (None, repr(error)[:120])
+
+    nvfp4_weight_bytes = p.mat_b.numel() + p.scale_b.numel()
+    copies = copies_for(nvfp4_weight_bytes)
+    mats = [(p.mat_b.clone(), p.scale_b.clone()) for _ in range(copies)]
+
+    # The sketch: per-group quantizer launches, scatter, GEMM into padded output, per-group copies.
+    per_group_data = torch.empty(p.rows_p, k // 2, dtype=torch.uint8, device="cuda")
+    per_group_scales = torch.zeros(p.rows_p, round_up(k // 16, 4), dtype=torch.uint8, device="cuda")
+    per_group_used = torch.empty(1, device="cuda")
+    padded_out = torch.empty(g * p.rows_p, n, dtype=torch.bfloat16, device="cuda")
+    data3 = p.data.view(g, p.rows_p, k // 2)
+    scales3 = p.scales.view(g, p.rows_p, -1)
+
+    def sketch(i):
+        for grp in range(g):  # the structure being measured: a loop over groups
+            xg_one = p.x[:, grp : grp + 1].contiguous()
+            launch.quantize_activations(xg_one, p.gs_a[grp : grp + 1], per_group_data, per_group_scales, per_group_used,
+                                        dynamic=False, shared=False)
+            data3[grp].copy_(per_group_data)
+            scales3[grp].copy_(per_group_scales)
+        cutedsl_grouped_gemm(p.data.view(torch.float4_e2m1fn_x2), mats[i][0], p.scales.view(torch.float8_e4m3fn),
+                             mats[i][1], p.offsets, p.gs_a, p.gs_b, out=padded_out)
+        view = padded_out.view(g, p.rows_p, n)
+        for grp in range(g):
+            p.z[:, grp].copy_(view[grp, :t])
+
+    results["sketch"] = (time_graph(sketch, copies), nvfp4_weight_bytes)
+    p.quantize()
+    results["nvfp4_gemm"] = (time_graph(lambda i: p.gemm(*mats[i]), copies), nvfp4_weight_bytes)
+    results["nvfp4_fused"] = (time_graph(lambda i: (p.quantize(), p.gemm(*mats[i])), copies), nvfp4_weight_bytes)
+
+    quant_bytes = act_bytes + p.data.numel() + p.scales.numel()
+    results["quantizer"] = (time_graph(lambda i: p.quantize(), 1), 0)
+    src = torch.empty(quant_bytes // 4, dtype=torch.bfloat16, device="cuda")  # read + write = quant_bytes
+    dst = torch.empty_like(src)
+    copy_us = time_graph(lambda i: dst.copy_(src), 1)
+
+    rows = {}
+    bf16_us = results["bf16_bmm"][0]
+    for name, (us, weight_bytes) in results.items():
+        if us is None:
+            rows[name] = {"error": weight_bytes}
+            continue
+        moved = quant_bytes if name == "quantizer" else weight_bytes + act_bytes + out_bytes
+        rows[name] = {
+            "us": us,
+            "tflops": None if name == "quantizer" else p.flops / us / 1e6,
+            "gbytes_per_s": moved / us / 1e3,
+            "speedup_vs_bf16": None if name == "quantizer" else bf16_us / us,
+        }
+    rows["quantizer"]["copy_us_same_bytes"] = copy_us
+    rows["quantizer"]["fraction_of_copy_bandwidth"] = copy_us / rows["quantizer"]["us"]
+    return rows
+
+
+def markdown(card: str, results: dict) -> str:
+    lines = [f"# nvfp4lab grouped GEMM benchmark on {card}", "",
+             "CUDA-graph replay, weights rotated beyond L2; µs per call (speed-up vs bf16 torch.bmm).", ""]
+    names = ["bf16_bmm", "fp8_scaled_mm", "sketch", "nvfp4_gemm", "nvfp4_fused"]
+    lines.append("| G,K,N | T | " + " | ".join(names) + " | quantizer µs (copy-bandwidth fraction) |")
+    lines.append("|---|---|" + "---|" * (len(names) + 1))
+    for key, rows in results.items():
+        shape, tokens = key.rsplit(" T=", 1)
+        cells = []
+        for name in names:
+            r = rows[name]
+            cells.append("n/a" if "error" in r else f"{r['us']:.1f} ({r['speedup_vs_bf16']:.2f}×)")
+        q = rows["quantizer"]
+        lines.append(f"| {shape} | {tokens} | " + " | ".join(cells) + f" | {q['us']:.1f} ({q['fraction_of_copy_bandwidth']:.0%}) |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--tokens", type=int, nargs="+", default=TOKENS)
+    parser.add_argument("--shapes", type=str, nargs="+", default=[",".join(map(str, s)) for s in SHAPES],
+                        help="G,K,N triples")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        parser.error("the benchmark needs a CUDA GPU")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    card = torch.cuda.get_device_name()
+    shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes]
+    results = {}
+    points = [(s, t) for s in shapes for t in args.tokens]
+    for (g, k, n), t in tqdm(points, desc="benchmark"):
+        results[f"{g},{k},{n} T={t}"] = bench_point(Problem(g, k, n, t))
+        torch.cuda.empty_cache()
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = card.replace(" ", "_")
+    meta = {"card": card, "torch": torch.__version__, "method": "CUDA graph replay, median of 5×20, L2-rotated weights"}
+    (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    (args.out / f"{stem}.md").write_text(markdown(card, results))
+    print(markdown(card, results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
