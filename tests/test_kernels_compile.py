@@ -53,3 +53,16 @@ def test_group_amax_reduces_with_one_integer_atomic_per_cta():
     ops = instructions(launch.compile_group_amax(keep_ptx=True))
     assert ops["atom.global.max.s32"] == 1
     assert ops["max.NaN.f32"] > 0
+
+
+def test_split_k_variant_writes_fp32_partials_and_the_reduce_kernel_compiles():
+    ops = instructions(launch.compile_grouped_gemm("small", False, True, keep_ptx=True))
+    assert ops["st.global.b32"] > 0 and ops["st.global.b16"] == 0  # partial sums, not bf16
+    reduce_ops = instructions(launch.compile_split_k_reduce(keep_ptx=True))
+    assert reduce_ops["cvt.rn.bf16.f32"] == 1
+
+
+def test_split_count_targets_four_ctas_per_sm_and_keeps_k_stages():
+    assert launch.split_count(ctas=128, k_tiles=64, sms=132) == 4
+    assert launch.split_count(ctas=1024, k_tiles=64, sms=132) == 1
+    assert launch.split_count(ctas=8, k_tiles=16, sms=132) == 2  # never below 8 stages per split

@@ -24,6 +24,10 @@ fp32 rounding here, so the result equals the unscaled computation bit for bit.
 (BM=BN=128, 8 warps, for prefill: MMA bound). Both need ``K % 64 == 0`` and
 ``N % BN == 0`` (checked on the host).
 
+**Split K** (decode): with few tiles, ``splits`` CTAs share one tile's K range, write
+fp32 partial sums to a workspace ``(splits, T, G, N)`` and ``split_k_reduce`` adds them in
+split order and applies the epilogue: deterministic, and more CTAs stream the weights.
+
 **Output.** ``out[t·row_stride + base_g·N + n]`` with ``base_g = g`` for ``z (T, G, N)``
 (row_stride = G·N) and ``base_g = offsets[g-1]`` for the padded ``(Σ Mp_g, N)`` form.
 """
@@ -155,18 +159,24 @@ def grouped_gemm_kernel(
     global_scale_a: cute.Tensor,  # (G,) fp32
     global_scale_b: cute.Tensor,  # (G,) fp32
     out: cute.Tensor,  # flat bf16
+    partials: cute.Tensor,  # flat fp32 (splits, T, G, N) when split_k
     tokens: Int32,  # rows of each group to compute (z form; padded form: unused)
     n_out: Int32,
     k: Int32,
     row_stride: Int32,
+    m_tiles: Int32,
+    splits: Int32,
     sA_layout: cute.ComposedLayout,
     sB_layout: cute.ComposedLayout,
     tiled_mma: cute.TiledMma,
     cfg: cutlass.Constexpr,
     padded_output: cutlass.Constexpr,
+    split_k: cutlass.Constexpr,
 ):
     tidx, _, _ = cute.arch.thread_idx()
-    n_tile, m_tile, g = cute.arch.block_idx()
+    n_tile, m_and_split, g = cute.arch.block_idx()
+    m_tile = m_and_split % m_tiles
+    split = m_and_split // m_tiles
     row_start = Int32(0)
     if g > 0:
         row_start = offsets[g - 1]
@@ -186,7 +196,10 @@ def grouped_gemm_kernel(
         raw_sb_bytes = cute.recast_tensor(raw_sb, Uint8)
 
         k_words = k // 8
-        k_tiles = k // BK
+        all_k_tiles = k // BK
+        per_split = (all_k_tiles + splits - 1) // splits
+        k_begin = split * per_split
+        k_tiles = cutlass.min(per_split, all_k_tiles - k_begin)  # this CTA's share of K
         col_tiles = k // 64  # scale tiles per 128 rows (K % 64 == 0)
         n_padded = ((n_out + 127) // 128) * 128
         a_row0 = row_start + m_tile * cfg.bm
@@ -201,7 +214,7 @@ def grouped_gemm_kernel(
 
         for s in cutlass.range_constexpr(cfg.stages - 1):
             if s < k_tiles:
-                issue_stage(atom, cfg, tidx, Int32(s), Int32(s), mat_a, a_row0, raw_a, mat_b, b_row0, raw_b,
+                issue_stage(atom, cfg, tidx, k_begin + s, Int32(s), mat_a, a_row0, raw_a, mat_b, b_row0, raw_b,
                             scale_a, scale_a_word, raw_sa, scale_b, scale_b_word, raw_sb, k_words)
             cute.arch.cp_async_commit_group()
         cute.arch.cp_async_wait_group(cfg.stages - 2)
@@ -231,7 +244,7 @@ def grouped_gemm_kernel(
         for k_tile in range(k_tiles):
             upcoming = k_tile + cfg.stages - 1
             if upcoming < k_tiles:
-                issue_stage(atom, cfg, tidx, upcoming, upcoming % cfg.stages, mat_a, a_row0, raw_a, mat_b, b_row0, raw_b,
+                issue_stage(atom, cfg, tidx, k_begin + upcoming, upcoming % cfg.stages, mat_a, a_row0, raw_a, mat_b, b_row0, raw_b,
                             scale_a, scale_a_word, raw_sa, scale_b, scale_b_word, raw_sb, k_words)
             cute.arch.cp_async_commit_group()
             cute.arch.cp_async_wait_group(cfg.stages - 2)
@@ -246,15 +259,22 @@ def grouped_gemm_kernel(
                 cute.copy(copy_s2r_b, tCsB_view[None, None, k_block, stage], tCrB_view[None, None, k_block])
                 cute.gemm(tiled_mma, acc, tCrA[None, None, k_block], tCrB[None, None, k_block], acc)
 
-        alpha = (global_scale_a[g] * global_scale_b[g]) * Float32(ALPHA_POST)
-        base = g
-        if cutlass.const_expr(padded_output):
-            base = row_start
-        for i in cutlass.range(cute.size(acc), unroll_full=True):
-            m, n = coords[i]
-            t = m_tile * cfg.bm + m
-            if t < valid_rows:
-                out[t * row_stride + base * n_out + n_tile * cfg.bn + n] = (acc[i] * alpha).to(BFloat16)
+        if cutlass.const_expr(split_k):  # fp32 partial sums, still scaled by 2^-18; reduced later
+            for i in cutlass.range(cute.size(acc), unroll_full=True):
+                m, n = coords[i]
+                t = m_tile * cfg.bm + m
+                if t < valid_rows:
+                    partials[(split * tokens + t) * row_stride + g * n_out + n_tile * cfg.bn + n] = acc[i]
+        else:
+            alpha = (global_scale_a[g] * global_scale_b[g]) * Float32(ALPHA_POST)
+            base = g
+            if cutlass.const_expr(padded_output):
+                base = row_start
+            for i in cutlass.range(cute.size(acc), unroll_full=True):
+                m, n = coords[i]
+                t = m_tile * cfg.bm + m
+                if t < valid_rows:
+                    out[t * row_stride + base * n_out + n_tile * cfg.bn + n] = (acc[i] * alpha).to(BFloat16)
 
 
 def _smem_layout(rows: int):
@@ -272,6 +292,7 @@ def grouped_gemm(
     gs_a_ptr: cute.Pointer,
     gs_b_ptr: cute.Pointer,
     out_ptr: cute.Pointer,
+    partials_ptr: cute.Pointer,
     rows_total: Int32,
     groups: Int32,
     n_out: Int32,
@@ -279,9 +300,11 @@ def grouped_gemm(
     tokens: Int32,
     m_tiles: Int32,
     row_stride: Int32,
+    splits: Int32,
     stream: cuda.CUstream,
     cfg: cutlass.Constexpr,
     padded_output: cutlass.Constexpr,
+    split_k: cutlass.Constexpr,
 ):
     """Host entry; ``kernels.launch.grouped_gemm`` passes the tensors behind the pointers."""
     col_tiles = k // 64
@@ -294,6 +317,7 @@ def grouped_gemm(
     gs_a = cute.make_tensor(gs_a_ptr, cute.make_layout(groups))
     gs_b = cute.make_tensor(gs_b_ptr, cute.make_layout(groups))
     out = cute.make_tensor(out_ptr, cute.make_layout(rows_total * n_out * groups))
+    partials = cute.make_tensor(partials_ptr, cute.make_layout(splits * tokens * groups * n_out))
 
     tiled_mma = cute.make_tiled_mma(
         cute.nvgpu.warp.MmaF16BF16Op(BFloat16, Float32, (16, 8, 16)),
@@ -305,6 +329,6 @@ def grouped_gemm(
     raw_bytes = cfg.stages * ((cfg.bm + cfg.bn) * WORDS_PER_ROW + 2 * SCALE_TILE_WORDS) * 4
     smem_bytes = raw_bytes + (cute.cosize(sA_layout) + cute.cosize(sB_layout)) * 2 + 256
     grouped_gemm_kernel(
-        mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out, tokens, n_out, k, row_stride,
-        sA_layout, sB_layout, tiled_mma, cfg, padded_output,
-    ).launch(grid=[n_out // cfg.bn, m_tiles, groups], block=[cfg.threads, 1, 1], smem=smem_bytes, stream=stream)
+        mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out, partials, tokens, n_out, k, row_stride, m_tiles, splits,
+        sA_layout, sB_layout, tiled_mma, cfg, padded_output, split_k,
+    ).launch(grid=[n_out // cfg.bn, m_tiles * splits, groups], block=[cfg.threads, 1, 1], smem=smem_bytes, stream=stream)

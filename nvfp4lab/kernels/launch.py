@@ -25,6 +25,7 @@ from cutlass.cute.runtime import make_fake_stream, make_ptr  # noqa: E402
 from nvfp4lab.kernels import amax as amax_kernel  # noqa: E402
 from nvfp4lab.kernels import grouped_gemm as gemm_kernel  # noqa: E402
 from nvfp4lab.kernels import quantize_activations as quant_kernel  # noqa: E402
+from nvfp4lab.kernels import split_k_reduce as reduce_kernel  # noqa: E402
 
 GMEM = cute.AddressSpace.gmem
 _DTYPES = {
@@ -77,7 +78,8 @@ def compile_group_amax(keep_ptx: bool = False):
     return compile_(amax_kernel.group_amax, *_amax_args(), *[Int32(1)] * 3, make_fake_stream())
 
 
-def _gemm_args(mat_a=None, scale_a=None, mat_b=None, scale_b=None, offsets=None, gs_a=None, gs_b=None, out=None):
+def _gemm_args(mat_a=None, scale_a=None, mat_b=None, scale_b=None, offsets=None, gs_a=None, gs_b=None, out=None,
+               partials=None):
     return (
         pointer(mat_a, cutlass.Uint32, 16),
         pointer(scale_a, cutlass.Uint32, 4),
@@ -87,6 +89,7 @@ def _gemm_args(mat_a=None, scale_a=None, mat_b=None, scale_b=None, offsets=None,
         pointer(gs_a, cutlass.Float32, 4),
         pointer(gs_b, cutlass.Float32, 4),
         pointer(out, cutlass.BFloat16, 4),
+        pointer(partials, cutlass.Float32, 4),
     )
 
 
@@ -96,11 +99,36 @@ SMALL_TOKENS = 32
 
 
 @functools.cache
-def compile_grouped_gemm(config: str, padded_output: bool, keep_ptx: bool = False):
+def compile_grouped_gemm(config: str, padded_output: bool, split_k: bool = False, keep_ptx: bool = False):
     compile_ = cute.compile[cute.KeepPTX()] if keep_ptx else cute.compile
     return compile_(
-        gemm_kernel.grouped_gemm, *_gemm_args(), *[Int32(1)] * 7, make_fake_stream(), CONFIGS[config], padded_output
+        gemm_kernel.grouped_gemm, *_gemm_args(), *[Int32(1)] * 8, make_fake_stream(), CONFIGS[config], padded_output,
+        split_k,
     )
+
+
+def _reduce_args(partials=None, gs_a=None, gs_b=None, out=None):
+    return (pointer(partials, cutlass.Float32, 4), pointer(gs_a, cutlass.Float32, 4), pointer(gs_b, cutlass.Float32, 4),
+            pointer(out, cutlass.BFloat16, 2))
+
+
+@functools.cache
+def compile_split_k_reduce(keep_ptx: bool = False):
+    compile_ = cute.compile[cute.KeepPTX()] if keep_ptx else cute.compile
+    return compile_(reduce_kernel.split_k_reduce, *_reduce_args(), *[Int32(1)] * 4, make_fake_stream())
+
+
+@functools.cache
+def multiprocessors(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def split_count(ctas: int, k_tiles: int, sms: int) -> int:
+    """Splits of K so that about 4 CTAs per SM stream the weights, each keeping >= 8 K-stages."""
+    splits = 1
+    while ctas * splits * 2 <= 4 * sms and k_tiles // (splits * 2) >= 8:
+        splits *= 2
+    return splits
 
 
 def gemm_config(tokens: int | None, rows_per_group_hint: int) -> str:
@@ -148,11 +176,22 @@ def grouped_gemm(mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out, *, to
     groups, n, _ = mat_b.shape
     padded = tokens is None
     config = gemm_config(tokens, rows // max(groups, 1))
-    bm = CONFIGS[config].bm
-    m_tiles = rows // bm if padded else -(-tokens // bm)
+    cfg = CONFIGS[config]
+    k = 2 * half_k
+    m_tiles = rows // cfg.bm if padded else -(-tokens // cfg.bm)
     row_stride = n if padded else groups * n
-    compile_grouped_gemm(config, padded)(
-        *_gemm_args(mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out),
-        Int32(rows), Int32(groups), Int32(n), Int32(2 * half_k), Int32(-1 if padded else tokens),
-        Int32(m_tiles), Int32(row_stride), stream_of(mat_a.device),
+    splits = 1
+    if not padded and config == "small":
+        splits = split_count((n // cfg.bn) * m_tiles * groups, k // gemm_kernel.BK, multiprocessors(mat_a.device.index or 0))
+    partials = None
+    if splits > 1:  # from torch's caching allocator: no sync, and graph-capturable
+        partials = torch.empty(splits * tokens * groups * n, dtype=torch.float32, device=mat_a.device)
+    stream = stream_of(mat_a.device)
+    compile_grouped_gemm(config, padded, splits > 1)(
+        *_gemm_args(mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out, partials),
+        Int32(rows), Int32(groups), Int32(n), Int32(k), Int32(0 if padded else tokens),
+        Int32(m_tiles), Int32(row_stride), Int32(splits), stream,
     )
+    if splits > 1:
+        compile_split_k_reduce()(*_reduce_args(partials, gs_a, gs_b, out), Int32(tokens * groups * n), Int32(groups),
+                                 Int32(n), Int32(splits), stream)

@@ -118,8 +118,7 @@ def test_grouped_gemm_matches_the_reference(groups, k, n, tokens):
     z = cutedsl_grouped_gemm(*ops, tokens=tokens)
     rows_p = round_up(tokens, ROW_TILE)
     ref_z = ref.view(groups, rows_p, n)[:, :tokens].transpose(0, 1)
-    assert torch.equal(z, padded.view(groups, rows_p, n)[:, :tokens].transpose(0, 1))  # same kernel, same order
-    assert_within_summation_order(z, ref_z)
+    assert_within_summation_order(z, ref_z)  # z may come from the split-K path: another summation order
 
 
 @pytest.mark.parametrize("activation_scale", ["shared", "per_group"])
