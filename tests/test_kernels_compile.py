@@ -66,3 +66,4 @@ def test_split_count_targets_four_ctas_per_sm_and_keeps_k_stages():
     assert launch.split_count(ctas=128, k_tiles=64, sms=132) == 4
     assert launch.split_count(ctas=1024, k_tiles=64, sms=132) == 1
     assert launch.split_count(ctas=8, k_tiles=16, sms=132) == 2  # never below 8 stages per split
+    assert launch.split_count(ctas=64, k_tiles=64, sms=132, ctas_per_sm=2) == 4

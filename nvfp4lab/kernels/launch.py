@@ -123,10 +123,11 @@ def multiprocessors(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def split_count(ctas: int, k_tiles: int, sms: int) -> int:
-    """Splits of K so that about 4 CTAs per SM stream the weights, each keeping >= 8 K-stages."""
+def split_count(ctas: int, k_tiles: int, sms: int, ctas_per_sm: int = 4) -> int:
+    """Splits of K (a power of two) so that about ``ctas_per_sm`` CTAs per SM share the
+    work, each split keeping at least 8 K-stages."""
     splits = 1
-    while ctas * splits * 2 <= 4 * sms and k_tiles // (splits * 2) >= 8:
+    while ctas * splits * 2 <= ctas_per_sm * sms and k_tiles // (splits * 2) >= 8:
         splits *= 2
     return splits
 
@@ -181,8 +182,10 @@ def grouped_gemm(mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out, *, to
     m_tiles = rows // cfg.bm if padded else -(-tokens // cfg.bm)
     row_stride = n if padded else groups * n
     splits = 1
-    if not padded and config == "small":
-        splits = split_count((n // cfg.bn) * m_tiles * groups, k // gemm_kernel.BK, multiprocessors(mat_a.device.index or 0))
+    if not padded:
+        ctas_per_sm = 4 if config == "small" else 2  # what their shared memory allows
+        splits = split_count((n // cfg.bn) * m_tiles * groups, k // gemm_kernel.BK,
+                             multiprocessors(mat_a.device.index or 0), ctas_per_sm)
     partials = None
     if splits > 1:  # from torch's caching allocator: no sync, and graph-capturable
         partials = torch.empty(splits * tokens * groups * n, dtype=torch.float32, device=mat_a.device)
