@@ -55,6 +55,14 @@ def test_group_amax_reduces_with_one_integer_atomic_per_cta():
     assert ops["max.NaN.f32"] > 0
 
 
+@pytest.mark.parametrize("split_k", [False, True])
+def test_large_token_gemm_uses_asynchronous_warpgroup_mma(split_k):
+    ops = instructions(launch.compile_grouped_gemm("wgmma", False, split_k, keep_ptx=True))
+    assert ops["wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16"] == 4  # BK=64 per stage
+    assert ops["fence.proxy.async.shared::cta;"] >= 1  # decoded tiles made visible to the tensor cores
+    assert ops["ldmatrix.sync.aligned.m8n8.x4.shared.b16"] == 0
+
+
 def test_split_k_variant_writes_fp32_partials_and_the_reduce_kernel_compiles():
     ops = instructions(launch.compile_grouped_gemm("small", False, True, keep_ptx=True))
     assert ops["st.global.b32"] > 0 and ops["st.global.b16"] == 0  # partial sums, not bf16

@@ -24,6 +24,7 @@ from cutlass.cute.runtime import make_fake_stream, make_ptr  # noqa: E402
 
 from nvfp4lab.kernels import amax as amax_kernel  # noqa: E402
 from nvfp4lab.kernels import grouped_gemm as gemm_kernel  # noqa: E402
+from nvfp4lab.kernels import grouped_gemm_wgmma as wgmma_kernel  # noqa: E402
 from nvfp4lab.kernels import quantize_activations as quant_kernel  # noqa: E402
 from nvfp4lab.kernels import split_k_reduce as reduce_kernel  # noqa: E402
 
@@ -93,7 +94,7 @@ def _gemm_args(mat_a=None, scale_a=None, mat_b=None, scale_b=None, offsets=None,
     )
 
 
-CONFIGS = {"small": gemm_kernel.SMALL, "large": gemm_kernel.LARGE}
+CONFIGS = {"small": gemm_kernel.SMALL, "large": gemm_kernel.LARGE, "wgmma": wgmma_kernel.WGMMA}
 #: Token counts up to this use the decode configuration (BM=16, deep cp.async ring).
 SMALL_TOKENS = 32
 
@@ -101,10 +102,8 @@ SMALL_TOKENS = 32
 @functools.cache
 def compile_grouped_gemm(config: str, padded_output: bool, split_k: bool = False, keep_ptx: bool = False):
     compile_ = cute.compile[cute.KeepPTX()] if keep_ptx else cute.compile
-    return compile_(
-        gemm_kernel.grouped_gemm, *_gemm_args(), *[Int32(1)] * 8, make_fake_stream(), CONFIGS[config], padded_output,
-        split_k,
-    )
+    entry = wgmma_kernel.grouped_gemm_wgmma if config == "wgmma" else gemm_kernel.grouped_gemm
+    return compile_(entry, *_gemm_args(), *[Int32(1)] * 8, make_fake_stream(), CONFIGS[config], padded_output, split_k)
 
 
 def _reduce_args(partials=None, gs_a=None, gs_b=None, out=None):
@@ -135,7 +134,7 @@ def split_count(ctas: int, k_tiles: int, sms: int, ctas_per_sm: int = 4) -> int:
 def gemm_config(tokens: int | None, rows_per_group_hint: int) -> str:
     """``"small"`` for decode-sized token counts, else ``"large"``."""
     count = rows_per_group_hint if tokens is None else tokens
-    return "small" if count <= SMALL_TOKENS else "large"
+    return "small" if count <= SMALL_TOKENS else "wgmma"
 
 
 # ------------------------------------------------------------------ launches
