@@ -8,6 +8,8 @@ Each helper names its PTX instruction, so rounding is explicit and no compiler f
 * ``max_nan``           ``max.NaN.f32``: NaN-propagating maximum.
 * ``e4m3_byte_from_f32`` ``cvt.rn.satfinite.e4m3x2.f32``: RNE, saturate at ±448, NaN kept.
 * ``f32_from_e4m3_byte`` ``cvt.rn.f16x2.e4m3x2`` then ``cvt.f32.f16`` (both exact).
+* ``bf16x2_splat_from_f32`` ``cvt.rn.bf16x2.f32`` of one value into both halves.
+* ``decode_word_bf16x2``  eight E2M1 codes -> four exactly scaled bf16 pairs.
 """
 
 from __future__ import annotations
@@ -68,12 +70,48 @@ def f32_from_e4m3_byte(byte, *, loc=None, ip=None) -> Float32:
 
 
 @dsl_user_op
-def mul_bf16x2(a, b, *, loc=None, ip=None) -> Uint32:
-    """``mul.rn.bf16x2`` on two packed bf16 pairs (subnormals supported on sm_90)."""
-    return Uint32(_asm(T.i32(), [Uint32(a).ir_value(), Uint32(b).ir_value()], "mul.rn.bf16x2 $0, $1, $2;", "=r,r,r"))
-
-
-@dsl_user_op
 def bf16x2_splat_from_f32(a, *, loc=None, ip=None) -> Uint32:
     """``a`` rounded to bf16 (``cvt.rn.bf16x2.f32``) in both halves of a Uint32."""
     return Uint32(_asm(T.i32(), [Float32(a).ir_value()], "cvt.rn.bf16x2.f32 $0, $1, $1;", "=r,f"))
+
+
+_DECODE_WORD = "\n".join(
+    ["{", ".reg .b32 lo, hi, x, a, b;", "and.b32 lo, $4, 0x0F0F0F0F;", "shr.b32 hi, $4, 4;", "and.b32 hi, hi, 0x0F0F0F0F;"]
+    + [
+        line
+        for pair, selector in enumerate(("0x8480", "0x8581", "0x8682", "0x8783"))
+        for line in (
+            f"prmt.b32 x, lo, hi, {selector};",  # [code 2p, 0, code 2p+1, 0]: bytes of lo/hi, zeros
+            "and.b32 a, x, 0x00070007;",
+            "and.b32 b, x, 0x00080008;",
+            "shl.b32 a, a, 6;",
+            "shl.b32 b, b, 12;",
+            "or.b32 x, a, b;",
+            f"mul.rn.bf16x2 ${pair}, x, $5;",
+        )
+    ]
+    + ["}"]
+)
+
+
+@dsl_user_op
+def decode_word_bf16x2(word, scale_pair, *, loc=None, ip=None):
+    """Decode the 8 E2M1 codes of ``word`` (code i in bits 4i..4i+3) into four bf16 pairs
+    ``(e2m1(c_2p), e2m1(c_2p+1)) · scale``, exactly, where ``scale_pair`` is a bf16x2
+    splat of ``s · 2^117``.
+
+    Per pair: ``prmt`` moves codes 2p and 2p+1 into the two 16-bit halves, two masks and
+    shifts put magnitude bits at bf16 bits 6..8 and the sign at bit 15 (the E2M1 value
+    times 2^-126), and one ``mul.rn.bf16x2`` applies the scale. The ``prmt`` selector
+    nibble 8 picks a zero byte (sign-replicate of a byte whose top bit is 0).
+    """
+    result = llvm.inline_asm(
+        llvm.StructType.get_literal([T.i32()] * 4),
+        [Uint32(word).ir_value(), Uint32(scale_pair).ir_value()],
+        _DECODE_WORD,
+        "=r,=r,=r,=r,r,r",
+        has_side_effects=False,
+        is_align_stack=False,
+        asm_dialect=llvm.AsmDialect.AD_ATT,
+    )
+    return [Uint32(llvm.extractvalue(T.i32(), result, [i])) for i in range(4)]

@@ -7,9 +7,9 @@ them *exactly* into bf16 tiles (double-buffered), and runs bf16 tensor-core MMA
 
     out = bf16( acc · (gs_a[g] · gs_b[g]) ),   acc = Σ_k (e2m1·s)_a · (e2m1·s)_b   (fp32)
 
-**Exact decode, two elements per multiply.** For a byte holding codes ``c0`` (low nibble)
-and ``c1``, the 32-bit pattern ``(c0&7)<<6 | (c0&8)<<12 | (c1&7)<<22 | (c1&8)<<28`` is a
-bf16 pair equal to ``(e2m1(c0), e2m1(c1)) · 2^-126`` (E2M1's exponent and mantissa sit
+**Exact decode, two elements per multiply** (``_ptx.decode_word_bf16x2``). For codes
+``c0``, ``c1``, the 32-bit pattern ``(c0&7)<<6 | (c0&8)<<12 | (c1&7)<<22 | (c1&8)<<28`` is
+a bf16 pair equal to ``(e2m1(c0), e2m1(c1)) · 2^-126`` (E2M1's exponent and mantissa sit
 where bf16's low exponent bits and top mantissa bit are; its bias is 1, bf16's 127).
 One ``mul.rn.bf16x2`` by the block scale times ``2^117`` (exact in bf16: 4 significant
 bits, at most 448·2^117 < 2^126) gives ``e2m1 · s · 2^-9`` exactly — every such product
@@ -41,7 +41,7 @@ import cutlass
 import cutlass.cute as cute
 from cutlass import BFloat16, Float32, Int32, Uint8, Uint32
 
-from nvfp4lab.kernels._ptx import bf16x2_splat_from_f32, f32_from_e4m3_byte, mul_bf16x2
+from nvfp4lab.kernels._ptx import bf16x2_splat_from_f32, decode_word_bf16x2, f32_from_e4m3_byte
 
 
 class GemmConfig(NamedTuple):
@@ -108,29 +108,18 @@ def issue_stage(atom, cfg: cutlass.Constexpr, tidx: Int32, k_tile: Int32, slot: 
 
 
 @cute.jit
-def pair_bits(byte_word: Uint32) -> Uint32:
-    """bf16x2 bits of ``(e2m1(c0), e2m1(c1)) · 2^-126`` from the byte in the low 8 bits."""
-    b = byte_word
-    return (
-        ((b & Uint32(0x07)) << Uint32(6))
-        | ((b & Uint32(0x08)) << Uint32(12))
-        | ((b & Uint32(0x70)) << Uint32(18))
-        | ((b & Uint32(0x80)) << Uint32(24))
-    )
-
-
-@cute.jit
 def decode_operand(cfg_rows: cutlass.Constexpr, threads: cutlass.Constexpr, tidx: Int32, slot: Int32,
                    raw: cute.Tensor, raw_scales_bytes: cute.Tensor, tile_row0: Int32,
-                   smem: cute.Tensor, stage: Int32):
+                   smem: cute.Tensor, stage: Int32, live_rows: Int32):
     """Decode one ring slot (``cfg_rows`` rows × BK elements) into bf16 ``smem[:, :, stage]``.
 
     Each thread takes 16-byte chunks (32 codes, two scale blocks); ``tile_row0`` is the
-    tile's first row within its 128-row scale tile."""
+    tile's first row within its 128-row scale tile. Rows from ``live_rows`` on are left
+    undecoded: they only feed output rows that are never stored (tokens beyond T)."""
     for rep in cutlass.range_constexpr((cfg_rows * CHUNKS_PER_ROW + threads - 1) // threads):
         chunk = rep * threads + tidx
-        if chunk < cfg_rows * CHUNKS_PER_ROW:
-            r = chunk // CHUNKS_PER_ROW
+        r = chunk // CHUNKS_PER_ROW
+        if chunk < cfg_rows * CHUNKS_PER_ROW and r < live_rows:
             q = chunk % CHUNKS_PER_ROW
             words = cute.make_tensor(raw.iterator + slot * (cfg_rows * WORDS_PER_ROW) + chunk * 4,
                                      cute.make_layout(4)).load()
@@ -141,9 +130,9 @@ def decode_operand(cfg_rows: cutlass.Constexpr, threads: cutlass.Constexpr, tidx
                 scale = f32_from_e4m3_byte(Uint32(raw_scales_bytes[scale_base + half]))
                 scale_pair = bf16x2_splat_from_f32(scale * Float32(SCALE_PRE))
                 for w in cutlass.range_constexpr(2):
-                    word = words[half * 2 + w]
+                    pairs = decode_word_bf16x2(words[half * 2 + w], scale_pair)
                     for p in cutlass.range_constexpr(4):
-                        decoded[(half * 2 + w) * 4 + p] = mul_bf16x2(pair_bits(word >> Uint32(8 * p)), scale_pair)
+                        decoded[(half * 2 + w) * 4 + p] = pairs[p]
             values = cute.recast_tensor(decoded, BFloat16)
             destination = cute.local_tile(smem[r, None, stage], (32,), (q,))
             cute.autovec_copy(values, destination)
@@ -208,6 +197,7 @@ def grouped_gemm_kernel(
         scale_b_word = (g * (n_padded // 128) + (n_tile * cfg.bn) // 128) * col_tiles * SCALE_TILE_WORDS
         a_tile_row0 = a_row0 % 128
         b_tile_row0 = (n_tile * cfg.bn) % 128
+        live_a = valid_rows - m_tile * cfg.bm  # A rows worth decoding (>= BM means all)
         atom = cute.make_copy_atom(
             cute.nvgpu.cpasync.CopyG2SOp(cache_mode=cute.nvgpu.cpasync.LoadCacheMode.GLOBAL), Uint32, num_bits_per_copy=128
         )
@@ -219,8 +209,8 @@ def grouped_gemm_kernel(
             cute.arch.cp_async_commit_group()
         cute.arch.cp_async_wait_group(cfg.stages - 2)
         cute.arch.sync_threads()
-        decode_operand(cfg.bm, cfg.threads, tidx, Int32(0), raw_a, raw_sa_bytes, a_tile_row0, sA, Int32(0))
-        decode_operand(cfg.bn, cfg.threads, tidx, Int32(0), raw_b, raw_sb_bytes, b_tile_row0, sB, Int32(0))
+        decode_operand(cfg.bm, cfg.threads, tidx, Int32(0), raw_a, raw_sa_bytes, a_tile_row0, sA, Int32(0), live_a)
+        decode_operand(cfg.bn, cfg.threads, tidx, Int32(0), raw_b, raw_sb_bytes, b_tile_row0, sB, Int32(0), Int32(cfg.bn))
 
         thr_mma = tiled_mma.get_slice(tidx)
         tCsA = thr_mma.partition_A(sA)
@@ -251,8 +241,8 @@ def grouped_gemm_kernel(
             cute.arch.sync_threads()
             if k_tile + 1 < k_tiles:
                 slot = (k_tile + 1) % cfg.stages
-                decode_operand(cfg.bm, cfg.threads, tidx, slot, raw_a, raw_sa_bytes, a_tile_row0, sA, (k_tile + 1) % 2)
-                decode_operand(cfg.bn, cfg.threads, tidx, slot, raw_b, raw_sb_bytes, b_tile_row0, sB, (k_tile + 1) % 2)
+                decode_operand(cfg.bm, cfg.threads, tidx, slot, raw_a, raw_sa_bytes, a_tile_row0, sA, (k_tile + 1) % 2, live_a)
+                decode_operand(cfg.bn, cfg.threads, tidx, slot, raw_b, raw_sb_bytes, b_tile_row0, sB, (k_tile + 1) % 2, Int32(cfg.bn))
             stage = k_tile % 2
             for k_block in cutlass.range_constexpr(k_blocks):
                 cute.copy(copy_s2r_a, tCsA_view[None, None, k_block, stage], tCrA_view[None, None, k_block])

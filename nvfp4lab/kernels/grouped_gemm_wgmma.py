@@ -94,6 +94,7 @@ def grouped_gemm_wgmma_kernel(
         scale_a_word = (a_row0 // 128) * col_tiles * SCALE_TILE_WORDS
         scale_b_word = (g * (n_padded // 128) + (n_tile * cfg.bn) // 128) * col_tiles * SCALE_TILE_WORDS
         b_tile_row0 = (n_tile * cfg.bn) % 128
+        live_a = valid_rows - m_tile * cfg.bm  # A rows worth decoding (>= BM means all)
         atom = cute.make_copy_atom(
             cute.nvgpu.cpasync.CopyG2SOp(cache_mode=cute.nvgpu.cpasync.LoadCacheMode.GLOBAL), Uint32, num_bits_per_copy=128
         )
@@ -104,8 +105,8 @@ def grouped_gemm_wgmma_kernel(
             cute.arch.cp_async_commit_group()
         cute.arch.cp_async_wait_group(cfg.stages - 2)
         cute.arch.sync_threads()
-        decode_operand(cfg.bm, cfg.threads, tidx, Int32(0), raw_a, raw_sa_bytes, a_row0 % 128, sA, Int32(0))
-        decode_operand(cfg.bn, cfg.threads, tidx, Int32(0), raw_b, raw_sb_bytes, b_tile_row0, sB, Int32(0))
+        decode_operand(cfg.bm, cfg.threads, tidx, Int32(0), raw_a, raw_sa_bytes, a_row0 % 128, sA, Int32(0), live_a)
+        decode_operand(cfg.bn, cfg.threads, tidx, Int32(0), raw_b, raw_sb_bytes, b_tile_row0, sB, Int32(0), Int32(cfg.bn))
         cute.arch.fence_proxy("async.shared", space="cta")
 
         thr_mma = tiled_mma.get_slice(tidx)
@@ -132,8 +133,8 @@ def grouped_gemm_wgmma_kernel(
             cute.nvgpu.warpgroup.commit_group()
             if k_tile + 1 < k_tiles:  # decode the next stage while the tensor cores run
                 slot = (k_tile + 1) % cfg.stages
-                decode_operand(cfg.bm, cfg.threads, tidx, slot, raw_a, raw_sa_bytes, a_row0 % 128, sA, (k_tile + 1) % 2)
-                decode_operand(cfg.bn, cfg.threads, tidx, slot, raw_b, raw_sb_bytes, b_tile_row0, sB, (k_tile + 1) % 2)
+                decode_operand(cfg.bm, cfg.threads, tidx, slot, raw_a, raw_sa_bytes, a_row0 % 128, sA, (k_tile + 1) % 2, live_a)
+                decode_operand(cfg.bn, cfg.threads, tidx, slot, raw_b, raw_sb_bytes, b_tile_row0, sB, (k_tile + 1) % 2, Int32(cfg.bn))
                 cute.arch.fence_proxy("async.shared", space="cta")
             cute.nvgpu.warpgroup.wait_group(0)
 
