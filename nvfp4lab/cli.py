@@ -1,4 +1,9 @@
-"""The ``nvfp4lab`` command line: ``nvfp4lab demo [--tokens T] [--spread S] [--seed N]``."""
+"""The ``nvfp4lab`` command line.
+
+* ``nvfp4lab demo [--tokens T] [--spread S] [--seed N]``: the V4-Flash error table;
+* ``nvfp4lab calibrate --activations A.safetensors [--weights W.safetensors] --groups G
+  [--out DIR]``: every recipe and mode on your tensors, and a recommendation.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tokens", type=_positive_int, default=128, help="tokens to evaluate (default 128)")
     demo.add_argument("--spread", type=float, default=2.0, help="decades of per-head magnitude spread (default 2)")
     demo.add_argument("--seed", type=int, default=0)
+    calibrate = commands.add_parser("calibrate", help="run every calibration recipe and mode on your tensors")
+    calibrate.add_argument("--activations", required=True, help="safetensors file with activations (T, H, D) or (T, G, K)")
+    calibrate.add_argument("--activations-key", default=None, help="tensor name (default: the only one)")
+    calibrate.add_argument("--weights", default=None, help="safetensors file with weights (G, K, N) or (G*N, K)")
+    calibrate.add_argument("--weights-key", default=None)
+    calibrate.add_argument("--groups", type=_positive_int, required=True, help="G, the number of groups")
+    calibrate.add_argument("--out", default="calibration-report", help="output folder (default calibration-report)")
     return parser
 
 
@@ -31,6 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         print("DeepSeek-V4-Flash wo_a (G=8, K=4096, N=1024), NVFP4 W4A4 vs unquantized, "
               f"T={args.tokens}, head spread {args.spread} decades")
         print(format_table(run_demo(args.tokens, args.spread, args.seed)))
+    elif args.command == "calibrate":
+        from nvfp4lab import calibrate_command
+
+        try:
+            return calibrate_command.run(args.activations, args.groups, args.weights, args.out,
+                                         args.activations_key, args.weights_key)
+        except (ValueError, TypeError) as error:
+            print(f"nvfp4lab calibrate: error: {error}", file=sys.stderr)
+            return 2
     return 0
 
 

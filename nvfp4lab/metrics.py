@@ -70,6 +70,29 @@ def relative_frobenius_error_per_group(reference: torch.Tensor, test: torch.Tens
     return (noise / signal).sqrt()
 
 
+def _block_masks(x: torch.Tensor, q: NVFP4Tensor):
+    """Per-element ``saturated`` and per-block ``clipped``, ``zero_scale`` masks and the
+    block amaxes, recomputed exactly as the quantizer computes them."""
+    if tuple(x.shape) != tuple(q.shape):
+        raise ValueError(f"x {tuple(x.shape)} does not match the quantized shape {tuple(q.shape)}")
+    blocks = x.detach().to(torch.float32).reshape(*q.scales.shape, BLOCK)
+    gs = q.global_scale_per_block()
+    multiplier = true_divide(true_divide(1.0, gs), q.scales.to(torch.float32)).clamp(max=FLT_MAX)
+    saturated = (blocks * multiplier[..., None]).abs() > E2M1_MAX  # exactly the quantizer's clamp
+    zero_scale = q.scales.view(torch.uint8) == 0
+    block_amax = blocks.abs().amax(dim=-1)
+    clipped_block = true_divide(true_divide(block_amax, E2M1_MAX), gs) >= E4M3_OVERFLOW
+    return saturated & ~zero_scale[..., None], clipped_block, zero_scale, block_amax
+
+
+def clipped_fraction_per_group(x: torch.Tensor, q: NVFP4Tensor, group_dim: int = -2) -> torch.Tensor:
+    """``(G,)`` float64 fraction of each group's elements that were clipped (see
+    :func:`quantization_stats`), groups along ``group_dim`` of ``x``."""
+    saturated, clipped_block, _, _ = _block_masks(x, q)
+    clipped = (saturated & clipped_block[..., None]).reshape(x.shape).double()
+    return clipped.mean(dim=_other_dims(x, group_dim))
+
+
 def quantization_stats(x: torch.Tensor, q: NVFP4Tensor) -> dict[str, int]:
     """Counts describing how ``x`` was quantized into ``q``.
 
@@ -88,17 +111,8 @@ def quantization_stats(x: torch.Tensor, q: NVFP4Tensor) -> dict[str, int]:
     * ``subnormal_scale_blocks``: blocks whose scale is an E4M3 subnormal (< 2^-6, fewer
       than 4 significant bits).
     """
-    if tuple(x.shape) != tuple(q.shape):
-        raise ValueError(f"x {tuple(x.shape)} does not match the quantized shape {tuple(q.shape)}")
-    blocks = x.detach().to(torch.float32).reshape(*q.scales.shape, BLOCK)
+    saturated, clipped_block, zero_scale, block_amax = _block_masks(x, q)
     scale_bytes = q.scales.view(torch.uint8)
-    gs = q.global_scale_per_block()
-    multiplier = true_divide(true_divide(1.0, gs), q.scales.to(torch.float32)).clamp(max=FLT_MAX)
-    saturated = (blocks * multiplier[..., None]).abs() > E2M1_MAX  # exactly the quantizer's clamp
-    zero_scale = scale_bytes == 0
-    block_amax = blocks.abs().amax(dim=-1)
-    clipped_block = true_divide(true_divide(block_amax, E2M1_MAX), gs) >= E4M3_OVERFLOW
-    saturated &= ~zero_scale[..., None]
     exponent_bits = (scale_bytes >> 3) & 0xF
     return {
         "elements": x.numel(),

@@ -91,13 +91,14 @@ def true_divide(numerator, denominator: float | torch.Tensor) -> torch.Tensor:
     return torch.div(numerator, denominator)
 
 
-def global_scale_from_amax(amax: torch.Tensor) -> torch.Tensor:
-    """Dequant-form global scale ``max(amax / 2688, 2^-126)`` (float32, same shape).
+def global_scale_from_amax(amax: torch.Tensor, divisor: float = GLOBAL_SCALE_DIVISOR) -> torch.Tensor:
+    """Dequant-form global scale ``max(amax / divisor, 2^-126)`` (float32, same shape).
 
-    The floor keeps ``1 / gs`` finite; a tensor whose amax is 0 gets ``gs = 2^-126`` and
-    quantizes to zeros. ``amax`` must be non-negative; NaN stays NaN.
+    ``divisor`` is 6·448 = 2688 (the top of E2M1 times the top of E4M3), or 6·256 = 1536
+    for four-over-six block scales. The floor keeps ``1 / gs`` finite; a tensor whose
+    amax is 0 gets ``gs = 2^-126`` and quantizes to zeros. NaN stays NaN.
     """
-    gs = true_divide(amax.to(torch.float32), GLOBAL_SCALE_DIVISOR)
+    gs = true_divide(amax.to(torch.float32), divisor)
     return torch.where(gs < MIN_GLOBAL_SCALE, torch.full_like(gs, MIN_GLOBAL_SCALE), gs)
 
 
@@ -119,14 +120,16 @@ def tensor_amax(x: torch.Tensor, *, per_group: bool = False, group_dim: int = -2
     return magnitude.amax() if magnitude.numel() else magnitude.new_zeros(())
 
 
-def dynamic_global_scale(x: torch.Tensor, *, per_group: bool = False, group_dim: int = -2) -> torch.Tensor:
+def dynamic_global_scale(
+    x: torch.Tensor, *, per_group: bool = False, group_dim: int = -2, divisor: float = GLOBAL_SCALE_DIVISOR
+) -> torch.Tensor:
     """The global scale computed from ``x`` itself: shared ``()`` or per group ``(G,)``."""
-    return global_scale_from_amax(tensor_amax(x, per_group=per_group, group_dim=group_dim))
+    return global_scale_from_amax(tensor_amax(x, per_group=per_group, group_dim=group_dim), divisor)
 
 
-def _as_global_scale(global_scale, x: torch.Tensor, group_dim: int) -> torch.Tensor:
+def _as_global_scale(global_scale, x: torch.Tensor, group_dim: int, divisor: float) -> torch.Tensor:
     if global_scale is None:
-        return dynamic_global_scale(x)
+        return dynamic_global_scale(x, divisor=divisor)
     if not isinstance(global_scale, torch.Tensor):
         global_scale = torch.tensor(float(global_scale), dtype=torch.float32)
     global_scale = global_scale.to(x.device)
@@ -143,19 +146,53 @@ def _as_global_scale(global_scale, x: torch.Tensor, group_dim: int) -> torch.Ten
 
 
 def block_scales_and_multipliers(
-    block_amax: torch.Tensor, global_scale_per_block: torch.Tensor
+    block_amax: torch.Tensor, global_scale_per_block: torch.Tensor, block_max: float = E2M1_MAX
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """From block amaxes and their global scales (float32, same shape) compute the E4M3
-    block scales and the float32 multipliers that map elements onto the E2M1 grid."""
-    scales = e4m3_from_float(true_divide(true_divide(block_amax, E2M1_MAX), global_scale_per_block))
+    block scales ``e4m3((amax_b / block_max) / gs)`` and the float32 multipliers that
+    map elements onto the E2M1 grid (``block_max`` 6, or 4 for four-over-six)."""
+    scales = e4m3_from_float(true_divide(true_divide(block_amax, block_max), global_scale_per_block))
     scale_value = scales.to(torch.float32)
     multiplier = true_divide(true_divide(1.0, global_scale_per_block), scale_value).clamp(max=FLT_MAX)
     multiplier = torch.where(scale_value > 0, multiplier, torch.zeros_like(multiplier))
     return scales, multiplier
 
 
+BLOCK_RULES = ("max6", "four_over_six")
+#: Four-over-six keeps block scales <= 256·6/4 = 384 < 448, so gs = amax / (6·256).
+FOUR_OVER_SIX_DIVISOR = E2M1_MAX * 256.0
+
+
+def _encode_blocks(blocks: torch.Tensor, gs_per_block: torch.Tensor, block_max: float):
+    """E4M3 scales ``(..., Kb)`` and E2M1 codes ``(..., Kb, 16)`` of float32 blocks."""
+    block_amax = blocks.abs().amax(dim=-1)
+    scales, multiplier = block_scales_and_multipliers(block_amax, gs_per_block, block_max)
+    scaled = (blocks * multiplier[..., None]).clamp(-E2M1_MAX, E2M1_MAX)
+    return scales, e2m1_code_from_float(scaled)
+
+
+def _four_over_six(blocks: torch.Tensor, gs_per_block: torch.Tensor):
+    """Per block, the better of scaling its amax to 6 or to 4 (lower squared error of
+    the dequantized block against the input; ties keep 6). After "Four Over Six"
+    (arXiv 2512.02010): the 4 choice gives the block's large values finer steps."""
+    candidates = [_encode_blocks(blocks, gs_per_block, block_max) for block_max in (E2M1_MAX, 4.0)]
+    errors = []
+    for scales, codes in candidates:
+        values = e2m1_float_from_code(codes) * (scales.to(torch.float32) * gs_per_block)[..., None]
+        errors.append((values.double() - blocks.double()).square().sum(dim=-1))
+    use_four = errors[1] < errors[0]
+    scales = torch.where(use_four, candidates[1][0].view(torch.uint8), candidates[0][0].view(torch.uint8))
+    codes = torch.where(use_four[..., None], candidates[1][1], candidates[0][1])
+    return scales.view(torch.float8_e4m3fn), codes
+
+
 def quantize_nvfp4(
-    x: torch.Tensor, global_scale=None, *, group_dim: int = -2, check_finite: bool = True
+    x: torch.Tensor,
+    global_scale=None,
+    *,
+    group_dim: int = -2,
+    block_rule: str = "max6",
+    check_finite: bool = True,
 ) -> NVFP4Tensor:
     """Quantize ``x`` ``(..., K)`` (bf16, fp16 or fp32; K a multiple of 16) to NVFP4.
 
@@ -167,6 +204,10 @@ def quantize_nvfp4(
             finite and >= 2^-126.
         group_dim: where the groups of a ``(G,)`` global scale lie (e.g. 0 for ``(G, N, K)``
             weights).
+        block_rule: ``"max6"`` (the definition: each block's amax maps to 6) or
+            ``"four_over_six"`` (each block keeps the better of 6 and 4; the dynamic
+            global scale becomes amax / 1536). Reference only: the GPU kernels
+            implement ``"max6"``.
         check_finite: raise on NaN/Inf in ``x`` (a device sync on CUDA). When off, a NaN
             makes its block scale NaN (0x7F), so the whole block dequantizes to NaN.
 
@@ -180,14 +221,18 @@ def quantize_nvfp4(
     v.check_block_multiple(x.shape[-1], "x")
     if check_finite and v.finite_check_allowed(x):
         v.check_finite(x, "x")
-    gs = _as_global_scale(global_scale, x, group_dim)
+    if block_rule not in BLOCK_RULES:
+        raise ValueError(f"block_rule must be one of {BLOCK_RULES}; got {block_rule!r}")
+    divisor = FOUR_OVER_SIX_DIVISOR if block_rule == "four_over_six" else GLOBAL_SCALE_DIVISOR
+    gs = _as_global_scale(global_scale, x, group_dim, divisor)
 
     blocks = x.to(torch.float32).reshape(*x.shape[:-1], x.shape[-1] // BLOCK, BLOCK)
-    block_amax = blocks.abs().amax(dim=-1)
-    gs_per_block = _broadcast_global_scale(gs, block_amax.shape, group_dim)
-    scales, multiplier = block_scales_and_multipliers(block_amax, gs_per_block)
-    scaled = (blocks * multiplier[..., None]).clamp(-E2M1_MAX, E2M1_MAX)
-    codes = e2m1_code_from_float(scaled).reshape(x.shape)
+    gs_per_block = _broadcast_global_scale(gs, blocks.shape[:-1], group_dim)
+    if block_rule == "four_over_six":
+        scales, codes = _four_over_six(blocks, gs_per_block)
+    else:
+        scales, codes = _encode_blocks(blocks, gs_per_block, E2M1_MAX)
+    codes = codes.reshape(x.shape)
     return NVFP4Tensor(pack_e2m1(codes), scales, gs, x.shape, x.dtype, group_dim % x.dim() - x.dim())
 
 

@@ -154,3 +154,19 @@ def test_quantizing_a_dequantized_tensor_is_a_fixed_point(rng):
     again = quantize_nvfp4(dequantize_nvfp4(q), q.global_scale)
     assert torch.equal(again.data.view(torch.uint8), q.data.view(torch.uint8))
     assert torch.equal(again.scales.view(torch.uint8), q.scales.view(torch.uint8))
+
+
+def test_four_over_six_picks_the_block_scale_with_the_lower_error():
+    # {0,1,2,3,4}·c is exact when the block max maps to 4, lossy when it maps to 6 (4.5 -> 4).
+    block = torch.tensor([0, 1, 2, 3, 4, 4, 3, 2, 1, 0, 1, 2, 3, 4, 0, 1]) * 0.375
+    noisy = torch.randn(16, generator=torch.Generator().manual_seed(2))
+    x = torch.stack([block, noisy])[:, None, :].repeat(1, 1, 1).reshape(2, 16)
+    six = quantize_nvfp4(x, 1.0)
+    best = quantize_nvfp4(x, 1.0, block_rule="four_over_six")
+    error = lambda q: (dequantize_nvfp4(q) - x).square().sum(dim=1)  # noqa: E731
+    assert error(best)[0] == 0 and error(six)[0] > 0
+    assert (error(best) <= error(six)).all()
+    dynamic = quantize_nvfp4(x, block_rule="four_over_six")
+    assert dynamic.global_scale.item() == (x.abs().max() / 1536).item()
+    with pytest.raises(ValueError, match="block_rule"):
+        quantize_nvfp4(x, block_rule="five")

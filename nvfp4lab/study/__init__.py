@@ -1,0 +1,1 @@
+"""Computation behind the notebooks (the study), shared with the finding tests."""
