@@ -1,6 +1,8 @@
 """The ``nvfp4lab`` command line.
 
+* ``nvfp4lab study [--fast | --full] [--out DIR]``: execute the notebooks, write the findings;
 * ``nvfp4lab demo [--tokens T] [--spread S] [--seed N]``: the V4-Flash error table;
+* ``nvfp4lab capture [--out DIR]``: real attention outputs from all-MiniLM-L6-v2;
 * ``nvfp4lab calibrate --activations A.safetensors [--weights W.safetensors] --groups G
   [--out DIR]``: every recipe and mode on your tensors, and a recommendation.
 """
@@ -21,10 +23,19 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nvfp4lab", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    study = commands.add_parser("study", help="execute every notebook into reports/ and write reports/findings.md")
+    speed = study.add_mutually_exclusive_group()
+    speed.add_argument("--fast", dest="fast", action="store_true", default=True, help="small shapes, CPU (default)")
+    speed.add_argument("--full", dest="fast", action="store_false", help="the real shapes; the GPU when there is one")
+    study.add_argument("--out", default="reports", help="output folder (default reports)")
+    study.add_argument("--data", default="data/generated/minilm", help="captured real-model tensors (made if missing)")
     demo = commands.add_parser("demo", help="error table of a V4-Flash-shaped NVFP4 wo_a layer")
     demo.add_argument("--tokens", type=_positive_int, default=128, help="tokens to evaluate (default 128)")
     demo.add_argument("--spread", type=float, default=2.0, help="decades of per-head magnitude spread (default 2)")
     demo.add_argument("--seed", type=int, default=0)
+    capture = commands.add_parser("capture", help="capture real attention outputs from all-MiniLM-L6-v2 into data/")
+    capture.add_argument("--out", default="data/generated/minilm", help="output folder (default data/generated/minilm)")
+    capture.add_argument("--groups", type=_positive_int, default=4, help="head groups (divides 12; default 4)")
     calibrate = commands.add_parser("calibrate", help="run every calibration recipe and mode on your tensors")
     calibrate.add_argument("--activations", required=True, help="safetensors file with activations (T, H, D) or (T, G, K)")
     calibrate.add_argument("--activations-key", default=None, help="tensor name (default: the only one)")
@@ -37,12 +48,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "study":
+        from nvfp4lab.study import run as study_run
+
+        try:
+            return study_run.run(args.fast, args.out, args.data)
+        except (ValueError, RuntimeError) as error:
+            print(f"nvfp4lab study: error: {error}", file=sys.stderr)
+            return 2
     if args.command == "demo":
         from nvfp4lab.demo import format_table, run_demo
 
         print("DeepSeek-V4-Flash wo_a (G=8, K=4096, N=1024), NVFP4 W4A4 vs unquantized, "
               f"T={args.tokens}, head spread {args.spread} decades")
         print(format_table(run_demo(args.tokens, args.spread, args.seed)))
+    elif args.command == "capture":
+        from nvfp4lab.data import minilm
+
+        try:
+            print(f"wrote {minilm.capture(args.out, args.groups)}")
+        except (ValueError, RuntimeError, OSError) as error:
+            print(f"nvfp4lab capture: error: {error}", file=sys.stderr)
+            return 2
     elif args.command == "calibrate":
         from nvfp4lab import calibrate_command
 

@@ -38,8 +38,9 @@ def test_environment_yml_lists_every_pyproject_dependency_with_the_same_bound():
 
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
-    assert "./lab test" in readme and "./lab demo" in readme
-    assert "./lab test" in (ROOT / ".ci" / "run").read_text()
+    assert "./lab test" in readme and "./lab study" in readme
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "./lab test" in ci and "./lab study --fast" in ci
 
 
 def test_cli_rejects_unknown_commands_and_bad_options(capsys):

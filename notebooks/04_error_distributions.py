@@ -1,0 +1,53 @@
+# %% [markdown]
+# # 4. Error distributions: NVFP4 against the FP8 recipe and bf16
+#
+# Per-output errors of `z` (normalised by the rms of `z`) for bf16, the FP8 recipe that
+# serves `wo_a` today (per-token 1×128 activation blocks with power-of-two scales,
+# 128×128 weight blocks), NVFP4 weights only, and NVFP4 W4A4. Finding F06.
+
+# %% tags=["parameters"]
+FAST = True
+DATA_DIR = "data/generated/minilm"
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from nvfp4lab import baselines, metrics
+from nvfp4lab.scale_modes import ScaleMode
+from nvfp4lab.study import experiments
+from nvfp4lab.study.findings import by_id
+from nvfp4lab.study.style import apply_style, save_figure
+
+apply_style()
+
+# %%
+dist = experiments.error_distributions(FAST)
+frame = pd.concat([pd.DataFrame({"recipe": name, "error": d["errors"].numpy()}) for name, d in dist.items()])
+fig, ax = plt.subplots(figsize=(7, 3.5))
+sns.histplot(frame, x="error", hue="recipe", bins=200, element="step", fill=False, log_scale=(False, True), ax=ax)
+ax.set(xlabel="(ẑ − z) / rms(z)", title="per-output error of z")
+save_figure(fig, "04_error_histograms")
+pd.DataFrame({name: {k: v for k, v in d.items() if k != "errors"} for name, d in dist.items()}).T
+
+# %% [markdown]
+# ## Per group and per token (NVFP4 W4A4, per-group dynamic scales)
+
+# %%
+x, w, cfg = experiments.data(FAST, seed=3)
+reference = baselines.reference_output(x, w)
+z, _ = baselines.nvfp4_output(x, w, ScaleMode("per_group", "dynamic").global_scale(x))
+per_group = metrics.sqnr_db_per_group(reference, z)
+per_token = metrics.sqnr_db_per_group(reference, z, group_dim=0)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+sns.barplot(x=list(range(cfg.groups)), y=per_group.numpy(), ax=axes[0])
+axes[0].set(xlabel="group", ylabel="z SQNR (dB)")
+sns.histplot(per_token.numpy(), bins=40, ax=axes[1])
+axes[1].set(xlabel="per-token z SQNR (dB)")
+save_figure(fig, "04_per_group_per_token")
+
+# %%
+finding = by_id("F06-nvfp4-vs-fp8-vs-bf16")
+numbers = finding.compute(FAST, DATA_DIR)
+print(finding.statement(numbers), "->", "holds" if finding.holds(numbers) else "DOES NOT HOLD")

@@ -1,0 +1,56 @@
+# %% [markdown]
+# # 6. The GPU runner: correctness and speed
+#
+# The CuTeDSL kernels (Hopper, sm_90a) decode NVFP4 in the kernel and run bf16 tensor-core
+# MMA. Their correctness is pinned by `tests/gpu` (run on the lent GPU); their speed by
+# `python -m nvfp4lab.bench`, whose results are committed under `bench/results/`. This
+# notebook reads those files (no GPU needed); with a GPU and `FAST = False` it also
+# checks the kernels against the reference on one shape.
+
+# %% tags=["parameters"]
+FAST = True
+DATA_DIR = "data/generated/minilm"
+
+# %%
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+import torch
+
+from nvfp4lab.study.style import apply_style, save_figure
+
+apply_style()
+root = Path.cwd() if (Path.cwd() / "bench").is_dir() else Path.cwd().parent
+files = sorted((root / "bench" / "results").glob("*.json"))
+rows = []
+for path in files:
+    data = json.loads(path.read_text())
+    for key, contenders in data["results"].items():
+        shape, tokens = key.rsplit(" T=", 1)
+        for name, r in contenders.items():
+            if "us" in r and r.get("speedup_vs_bf16") is not None:
+                rows.append({"card": data["meta"]["card"], "shape": shape, "T": int(tokens), "contender": name,
+                             "us": r["us"], "speedup_vs_bf16": r["speedup_vs_bf16"]})
+frame = pd.DataFrame(rows)
+print("benchmark files:", [p.name for p in files])
+frame.pivot_table(index=["shape", "T"], columns="contender", values="speedup_vs_bf16")
+
+# %%
+if len(frame):
+    grid = sns.relplot(frame, x="T", y="speedup_vs_bf16", hue="contender", col="shape", kind="line", marker="o",
+                       height=3, aspect=1.1)
+    grid.set(xscale="log")
+    for ax in grid.axes.flat:
+        ax.axhline(1.0, color="grey", ls=":")
+    save_figure(grid.figure, "06_speedup_vs_bf16")
+
+# %%
+if torch.cuda.is_available() and not FAST:
+    from nvfp4lab.kernels.selfcheck import main as selfcheck
+
+    selfcheck()
+else:
+    print("no GPU run in this mode: see tests/gpu and bench/results")
