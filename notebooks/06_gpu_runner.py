@@ -15,7 +15,6 @@ DATA_DIR = "data/generated/minilm"
 import json
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 import torch

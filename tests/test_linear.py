@@ -114,3 +114,28 @@ def test_setting_weights_again_requires_finalizing_again():
     layer.set_bf16_weight(torch.randn(G, HPG * D, N).to(torch.bfloat16))
     with pytest.raises(RuntimeError, match="finalize_weights"):
         layer(attention_output(3))
+
+
+def test_a_rejected_call_leaves_the_layer_working_and_unchanged():
+    layer, _ = make_layer("bmm")
+    o = attention_output(40)
+    before = layer(o).clone()
+    scale_before = layer.activation_global_scale.clone()
+    bad = o.clone()
+    bad[0, 0, 0] = float("nan")
+    for call in (lambda: layer(bad), lambda: layer(attention_output(301)), lambda: layer(o.float()),
+                 lambda: layer.compute_activation_global_scale(bad),
+                 lambda: layer.set_activation_global_scale(torch.tensor([0.0, 1.0]))):
+        with pytest.raises((ValueError, TypeError)):
+            call()
+    assert torch.equal(layer.activation_global_scale, scale_before)
+    assert torch.equal(layer(o), before)
+
+
+def test_all_zero_input_and_all_zero_groups_give_exact_zeros():
+    layer, _ = make_layer("bmm", source="dynamic")
+    o = attention_output(9)
+    o[:, :HPG] = 0  # group 0 entirely zero
+    z = layer(o)
+    assert (z[:, 0] == 0).all() and (z[:, 1] != 0).any()
+    assert (layer(torch.zeros_like(o)) == 0).all()
