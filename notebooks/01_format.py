@@ -56,3 +56,15 @@ fig, ax = plt.subplots(figsize=(7, 3))
 sns.histplot(relative[relative < 1.01].numpy(), bins=100, ax=ax)
 ax.set(xlabel="|x̂ − x| / |x|", ylabel="elements", title="per-element relative error, dynamic global scale")
 save_figure(fig, "01_relative_error")
+
+# %% [markdown]
+# ## The peer libraries' conventions (docs/conformance.md)
+# `nvfp4lab.flavors` reproduces torchao, ModelOpt, Transformer Engine and FlashInfer's
+# precise path. Fraction of scale bytes / element codes on which two flavors differ:
+
+# %%
+from IPython.display import Markdown
+
+from nvfp4lab import flavors
+
+Markdown(flavors.conformance_markdown())

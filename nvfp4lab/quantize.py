@@ -83,7 +83,8 @@ def true_divide(numerator, denominator: float | torch.Tensor) -> torch.Tensor:
     reciprocal (``x / 6`` becomes ``x * 0.16666667``), which rounds differently; a 0-d
     tensor divisor on the same device takes the true-division path. Use this for every
     division the numerics define."""
-    device = denominator.device if isinstance(denominator, torch.Tensor) else numerator.device
+    tensors = [t for t in (denominator, numerator) if isinstance(t, torch.Tensor)]
+    device = tensors[0].device if tensors else torch.device("cpu")
     if not isinstance(numerator, torch.Tensor):
         numerator = torch.tensor(float(numerator), dtype=torch.float32, device=device)
     if not isinstance(denominator, torch.Tensor):
