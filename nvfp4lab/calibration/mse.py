@@ -59,21 +59,21 @@ class MseCalibrator(Calibrator):
 
     def _observe(self, x: torch.Tensor) -> None:
         keys = torch.rand(x.shape[0], generator=self.generator)
-        sample = x.detach().to(torch.float32).cpu()
+        sample = x.detach().to(torch.float32)
         if self.sample is not None:
             sample, keys = torch.cat([self.sample, sample]), torch.cat([self.keys, keys])
         keep = torch.topk(keys, min(self.sample_tokens, keys.shape[0])).indices.sort().values
-        self.sample, self.keys = sample[keep], keys[keep]
+        self.sample, self.keys = sample[keep.to(sample.device)], keys[keep]
 
     def _errors(self, x: torch.Tensor) -> torch.Tensor:
         """``(len(MULTIPLIERS), G)`` float64 squared errors of the candidates."""
-        base = self.amax.cpu() / GLOBAL_SCALE_DIVISOR
+        base = self.amax.to(x.device) / GLOBAL_SCALE_DIVISOR
         if self.sharing == "shared":
             base = base.max().expand(x.shape[1])
         reference = None
         weights_q = None
         if self.target == "output":
-            w = self.weights.detach().to(torch.float32).cpu()  # (G, K, N)
+            w = self.weights.detach().to(torch.float32).to(x.device)  # (G, K, N)
             w_nk = w.transpose(1, 2).contiguous()
             gs_w = dynamic_global_scale(w_nk, per_group=True, group_dim=0)
             weights_q = dequantize_nvfp4(quantize_nvfp4(w_nk, gs_w, group_dim=0)).double()  # (G, N, K)
@@ -91,7 +91,7 @@ class MseCalibrator(Calibrator):
 
     def global_scale(self) -> torch.Tensor:
         self._require_data()
-        errors = self._errors(self.sample)
+        errors = self._errors(self.sample).cpu()
         self.errors = errors
         base = self.amax.cpu() / GLOBAL_SCALE_DIVISOR
         multipliers = torch.tensor(MULTIPLIERS, dtype=torch.float64)
