@@ -40,12 +40,17 @@ def test_grouped_gemm_uses_bf16_tensor_core_mma_with_fp32_accumulation(config, m
 
 @pytest.mark.parametrize("dynamic", [False, True])
 @pytest.mark.parametrize("shared", [False, True])
-def test_quantizer_uses_exact_division_and_hardware_e4m3_rounding(dynamic, shared):
-    ops = instructions(launch.compile_quantize_activations(dynamic, shared, keep_ptx=True))
+@pytest.mark.parametrize("packed_scales", [False, True])
+def test_quantizer_uses_exact_division_and_hardware_e4m3_rounding(dynamic, shared, packed_scales):
+    ops = instructions(launch.compile_quantize_activations(dynamic, shared, packed_scales, keep_ptx=True))
     assert ops["cvt.rn.satfinite.e4m3x2.f32"] == 1 and ops["cvt.rn.f16x2.e4m3x2"] == 1
     assert ops["div.rn.f32"] == 4 + dynamic  # (amax/6)/gs, (1/gs)/s [, amax/2688]
     assert ops["mul.rn.f32"] == 16
     assert ops["ld.global.v4.b32"] == 2 and ops["st.global.v2.b32"] == 1  # 32 B in, 8 B out per block
+    if packed_scales:  # one 4-byte scale store per 4 blocks, gathered with 2 shuffles
+        assert ops["shfl.sync.bfly.b32"] == 2 and ops["st.global.b32"] >= 1 and ops["st.global.b8"] == 0
+    else:
+        assert ops["st.global.b8"] == 1
     assert not any("approx" in op or "ftz" in op for op in ops)
 
 

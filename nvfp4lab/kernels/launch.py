@@ -58,15 +58,16 @@ def _quantize_args(x=None, source=None, data=None, scales=None, used=None):
         pointer(x, cutlass.BFloat16, 32),
         pointer(source, cutlass.Float32, 4),
         pointer(data, cutlass.Uint32, 8),
-        pointer(scales, cutlass.Uint8, 1),
+        pointer(scales, cutlass.Uint8, 4),
         pointer(used, cutlass.Float32, 4),
     )
 
 
 @functools.cache
-def compile_quantize_activations(dynamic: bool, shared: bool, keep_ptx: bool = False):
+def compile_quantize_activations(dynamic: bool, shared: bool, packed_scales: bool = True, keep_ptx: bool = False):
     compile_ = cute.compile[cute.KeepPTX()] if keep_ptx else cute.compile
-    return compile_(quant_kernel.quantize_activations, *_quantize_args(), *[Int32(1)] * 4, make_fake_stream(), dynamic, shared)
+    return compile_(quant_kernel.quantize_activations, *_quantize_args(), *[Int32(1)] * 4, make_fake_stream(), dynamic,
+                    shared, packed_scales)
 
 
 def _amax_args(x=None, amax_bits=None):
@@ -163,7 +164,7 @@ def quantize_activations(
     """
     tokens, groups, k = x.shape
     rows_per_group = data.shape[0] // groups
-    compile_quantize_activations(dynamic, shared)(
+    compile_quantize_activations(dynamic, shared, k % 64 == 0)(
         *_quantize_args(x, scale_source, data, scales, used_scale),
         Int32(tokens), Int32(groups), Int32(k // 16), Int32(rows_per_group), stream_of(x.device),
     )

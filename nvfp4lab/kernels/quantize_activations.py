@@ -9,8 +9,9 @@ One launch writes, for all G groups at once, exactly what ``quantize_nvfp4`` fol
   layout, padding rows zero (padding columns are never written: the buffer is zeroed
   once when allocated).
 
-One thread quantizes one 16-element block: two 16-byte loads, one 8-byte store, one
-scale byte. The global scale of group g is either read from ``global_scale[g]`` (static)
+One thread quantizes one 16-element block: two 16-byte loads, one 8-byte store, and its
+scale byte (when K % 64 == 0, four neighbouring threads gather their scale bytes with
+warp shuffles and one stores the 4-byte word). The global scale of group g is either read from ``global_scale[g]`` (static)
 or computed from ``amax[g]`` as ``max(amax / 2688, 2^-126)`` (dynamic; see
 ``kernels/amax.py``); with ``shared`` every group uses the max over all G entries (a
 static shared scale is stored G times, equal; a dynamic shared one is the max amax). Every rounding step is an explicit PTX instruction (``_ptx``).
@@ -57,7 +58,7 @@ def quantize_activations_kernel(
     x: cute.Tensor,  # (T·G·Kb, 16) bf16
     group_scale: cute.Tensor,  # (G,) fp32: global scales (static) or amaxes (dynamic)
     data_out: cute.Tensor,  # (G·Mp·Kb, 2) uint32: 16 packed codes per block
-    scale_out: cute.Tensor,  # (G·Mp·Kbp,) uint8
+    scale_out: cute.Tensor,  # (G·Mp·Kbp,) uint8, 4-byte aligned
     used_scale_out: cute.Tensor,  # (G,) fp32: the global scale each group used
     tokens: Int32,
     groups: Int32,
@@ -65,23 +66,23 @@ def quantize_activations_kernel(
     rows_per_group: Int32,
     dynamic: cutlass.Constexpr,
     shared: cutlass.Constexpr,
+    packed_scales: cutlass.Constexpr,
 ):
     tidx, _, _ = cute.arch.thread_idx()
     bidx, _, _ = cute.arch.block_idx()
     index = bidx * THREADS + tidx
     total = rows_per_group * groups * block_cols
+    kb = index % block_cols
+    token_group = index // block_cols
+    g = token_group % groups
+    t = token_group // groups
+    col_tiles = (block_cols + 3) // 4
+    scale_index = g * rows_per_group * col_tiles * 4 + swizzled_scale_offset(t, kb, col_tiles)
+    scale_byte = Uint32(0)
     if index < total:
-        kb = index % block_cols
-        token_group = index // block_cols
-        g = token_group % groups
-        t = token_group // groups
-        out_row = g * rows_per_group + t
-        out_block = out_row * block_cols + kb
-        col_tiles = (block_cols + 3) // 4
-        scale_index = g * rows_per_group * col_tiles * 4 + swizzled_scale_offset(t, kb, col_tiles)
+        out_block = (g * rows_per_group + t) * block_cols + kb
         word0 = Uint32(0)
         word1 = Uint32(0)
-        scale_byte = Uint32(0)
         if t < tokens:
             values = x[index, None].load().to(Float32)
             block_amax = Float32(0.0)
@@ -93,7 +94,7 @@ def quantize_activations_kernel(
                 for other in cutlass.range(1, groups):
                     gs = max_nan(gs, group_scale[other])
             if cutlass.const_expr(dynamic):
-                gs = cute.arch.fmax(div_rn(gs, Float32(2688.0)), Float32(MIN_GLOBAL_SCALE))
+                gs = max_nan(div_rn(gs, Float32(2688.0)), Float32(MIN_GLOBAL_SCALE))  # NaN stays NaN
             if t == 0 and kb == 0:
                 used_scale_out[g] = gs
             scale_byte = e4m3_byte_from_f32(div_rn(div_rn(block_amax, Float32(6.0)), gs))
@@ -111,7 +112,17 @@ def quantize_activations_kernel(
                     word1 = word1 | (code << Uint32(4 * (j - 8)))
         data_out[out_block, 0] = word0
         data_out[out_block, 1] = word1
-        scale_out[scale_index] = cutlass.Uint8(scale_byte)
+        if cutlass.const_expr(not packed_scales):
+            scale_out[scale_index] = cutlass.Uint8(scale_byte)
+    if cutlass.const_expr(packed_scales):
+        # K % 64 == 0: lanes 4j..4j+3 hold blocks kb = 4i..4i+3 of one row, whose scales
+        # are 4 consecutive bytes of the swizzled layout: gather them, store one word.
+        word = scale_byte << Uint32(8 * (kb % 4))
+        word = word | cute.arch.shuffle_sync_bfly(word, offset=1)
+        word = word | cute.arch.shuffle_sync_bfly(word, offset=2)
+        if index < total and kb % 4 == 0:
+            scale_words = cute.make_tensor(cute.recast_ptr(scale_out.iterator, dtype=Uint32), cute.make_layout(1 << 30))
+            scale_words[scale_index // 4] = word
 
 
 @cute.jit
@@ -128,8 +139,10 @@ def quantize_activations(
     stream: cuda.CUstream,
     dynamic: cutlass.Constexpr,
     shared: cutlass.Constexpr,
+    packed_scales: cutlass.Constexpr,
 ):
-    """Host entry: builds the tensors from raw pointers (see ``kernels.launch``)."""
+    """Host entry: builds the tensors from raw pointers (see ``kernels.launch``).
+    ``packed_scales`` (K % 64 == 0) stores each row's 4 neighbouring scales as one word."""
     col_tiles = (block_cols + 3) // 4
     x = cute.make_tensor(x_ptr, cute.make_layout((tokens * groups * block_cols, 16), stride=(16, 1)))
     group_scale = cute.make_tensor(group_scale_ptr, cute.make_layout(groups))
@@ -138,5 +151,5 @@ def quantize_activations(
     used_scale = cute.make_tensor(used_scale_ptr, cute.make_layout(groups))
     total = rows_per_group * groups * block_cols
     quantize_activations_kernel(
-        x, group_scale, data, scales, used_scale, tokens, groups, block_cols, rows_per_group, dynamic, shared
+        x, group_scale, data, scales, used_scale, tokens, groups, block_cols, rows_per_group, dynamic, shared, packed_scales
     ).launch(grid=[(total + THREADS - 1) // THREADS, 1, 1], block=[THREADS, 1, 1], stream=stream)
