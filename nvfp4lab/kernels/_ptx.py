@@ -9,6 +9,7 @@ Each helper names its PTX instruction, so rounding is explicit and no compiler f
 * ``e4m3_byte_from_f32`` ``cvt.rn.satfinite.e4m3x2.f32``: RNE, saturate at ±448, NaN kept.
 * ``f32_from_e4m3_byte`` ``cvt.rn.f16x2.e4m3x2`` then ``cvt.f32.f16`` (both exact).
 * ``bf16x2_splat_from_f32`` ``cvt.rn.bf16x2.f32`` of one value into both halves.
+* ``rint_u32``         ``cvt.rni.u32.f32``: round to nearest integer, ties to even.
 * ``decode_word_bf16x2``  eight E2M1 codes -> four exactly scaled bf16 pairs.
 """
 
@@ -115,3 +116,9 @@ def decode_word_bf16x2(word, scale_pair, *, loc=None, ip=None):
         asm_dialect=llvm.AsmDialect.AD_ATT,
     )
     return [Uint32(llvm.extractvalue(T.i32(), result, [i])) for i in range(4)]
+
+
+@dsl_user_op
+def rint_u32(a, *, loc=None, ip=None) -> Uint32:
+    """``cvt.rni.u32.f32``: the nearest integer to ``a >= 0``, ties to even (NaN gives 0)."""
+    return Uint32(_asm(T.i32(), [Float32(a).ir_value()], "cvt.rni.u32.f32 $0, $1;", "=r,f"))

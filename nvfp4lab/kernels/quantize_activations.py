@@ -24,25 +24,37 @@ import cutlass
 import cutlass.cute as cute
 from cutlass import Float32, Int32, Uint32
 
-from nvfp4lab.kernels._ptx import div_rn, e4m3_byte_from_f32, f32_from_e4m3_byte, max_nan, mul_rn
+from nvfp4lab.kernels._ptx import div_rn, e4m3_byte_from_f32, f32_from_e4m3_byte, max_nan, mul_rn, rint_u32
 
 THREADS = 256
 FLT_MAX = 3.4028234663852886e38
 MIN_GLOBAL_SCALE = 2.0**-126
-# (threshold, inclusive) pairs of docs/numerics.md §2.5: code += |y| > t  (or >= t)
-E2M1_THRESHOLDS = ((0.25, False), (0.75, True), (1.25, False), (1.75, True), (2.5, False), (3.5, True), (5.0, False))
 
 
 @cute.jit
 def e2m1_code(y: Float32) -> Uint32:
-    """RNE code (0..15) of ``y`` already clamped to [-6, 6]; the sign bit is kept."""
+    """RNE code (0..15) of ``y`` already clamped to [-6, 6]; the sign bit is kept.
+
+    The E2M1 grid is uniform on each binade-pair: step 0.5 on [0, 2), 1 on [2, 4), 2 on
+    [4, 6]. So ``code = rint(|y|·2) (|y| < 2), rint(|y|) + 2 (< 4), rint(|y|/2) + 4``,
+    with ``rint`` ties-to-even: an even integer there is an even code, exactly the
+    format's tie rule (0.25 -> 0, 0.75 -> 1, 1.25 -> 1, 1.75 -> 2, 2.5 -> 2, 3.5 -> 4,
+    5 -> 4). The scalings are exact powers of two. NaN gives code 0 (as the CPU).
+    """
     magnitude = cute.arch.fmax(y, -y)
-    code = Uint32(0)
-    for threshold, inclusive in E2M1_THRESHOLDS:
-        if cutlass.const_expr(inclusive):
-            code = code + Uint32(magnitude >= Float32(threshold))
-        else:
-            code = code + Uint32(magnitude > Float32(threshold))
+    below_two = magnitude < Float32(2.0)
+    below_four = magnitude < Float32(4.0)
+    scale = Float32(0.5)
+    offset = Uint32(4)
+    if below_four:
+        scale = Float32(1.0)
+        offset = Uint32(2)
+    if below_two:
+        scale = Float32(2.0)
+        offset = Uint32(0)
+    code = rint_u32(magnitude * scale) + offset
+    if not (magnitude == magnitude):
+        code = Uint32(0)
     return code | ((y.bitcast(Uint32) >> Uint32(31)) << Uint32(3))
 
 

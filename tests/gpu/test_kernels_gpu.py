@@ -192,3 +192,17 @@ def test_reference_quantizer_gives_the_same_bytes_on_cuda_and_cpu(dtype):
         assert torch.equal(on_gpu.global_scale.cpu(), on_cpu.global_scale)
         assert torch.equal(on_gpu.scales.view(torch.uint8).cpu(), on_cpu.scales.view(torch.uint8))
         assert torch.equal(on_gpu.data.view(torch.uint8).cpu(), on_cpu.data.view(torch.uint8))
+
+
+def test_quantizer_bytes_equal_the_reference_on_every_bf16_bit_pattern():
+    bits = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
+    values = bits[torch.isfinite(bits)]
+    values = torch.cat([values, torch.zeros(16 - values.numel() % 16, dtype=torch.bfloat16)])
+    g = torch.Generator().manual_seed(0)
+    shuffled = values[torch.randperm(values.numel(), generator=g)]  # mixed magnitudes per block
+    for x in (values, shuffled):
+        x3 = x.reshape(-1, 1, 64).to(CUDA)  # (T, G=1, K=64)
+        for mode in ("shared static", "per_group dynamic"):
+            data, scales, used, source = kernel_operand(x3, mode)
+            ref_data, ref_scales, _ = reference_operand(x3, mode, source)
+            assert torch.equal(data.cpu(), ref_data) and torch.equal(scales.cpu(), ref_scales), mode
