@@ -14,7 +14,7 @@ given to :func:`activations`, so calibration and evaluation sets come from one m
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -45,9 +45,6 @@ class SyntheticV4:
 
     def with_(self, **changes) -> SyntheticV4:
         return replace(self, **changes)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 #: The shapes of NVFP4.md §5 (per tensor-parallel rank).
