@@ -75,6 +75,20 @@ def copy_chunk(atom, src_words: cute.Tensor, src_offset: Int32, dst_words: cute.
 
 
 @cute.jit
+def copy_rows(atom, rows: cutlass.Constexpr, threads: cutlass.Constexpr, tidx: Int32, k_tile: Int32, slot: Int32,
+              mat: cute.Tensor, row0: Int32, raw: cute.Tensor, k_words: Int32):
+    """cp.async ``rows`` packed rows (from ``row0``) of stage ``k_tile`` into ring slot
+    ``slot``: 16-byte chunks spread over the threads."""
+    for rep in cutlass.range_constexpr((rows * CHUNKS_PER_ROW + threads - 1) // threads):
+        chunk = rep * threads + tidx
+        if chunk < rows * CHUNKS_PER_ROW:
+            r = chunk // CHUNKS_PER_ROW
+            q = chunk % CHUNKS_PER_ROW
+            copy_chunk(atom, mat, (row0 + r) * k_words + k_tile * WORDS_PER_ROW + q * 4,
+                       raw, slot * (rows * WORDS_PER_ROW) + chunk * 4)
+
+
+@cute.jit
 def issue_stage(atom, cfg: cutlass.Constexpr, tidx: Int32, k_tile: Int32, slot: Int32,
                 mat_a: cute.Tensor, a_row0: Int32, raw_a: cute.Tensor,
                 mat_b: cute.Tensor, b_row0: Int32, raw_b: cute.Tensor,
@@ -83,21 +97,8 @@ def issue_stage(atom, cfg: cutlass.Constexpr, tidx: Int32, k_tile: Int32, slot: 
                 k_words: Int32):
     """Start the copies of stage ``k_tile`` into ring slot ``slot``: the tile's packed A
     and B rows and the 512-byte scale tiles that hold their scales."""
-    threads = cfg.threads
-    for rep in cutlass.range_constexpr((cfg.bm * CHUNKS_PER_ROW + threads - 1) // threads):
-        chunk = rep * threads + tidx
-        if chunk < cfg.bm * CHUNKS_PER_ROW:
-            r = chunk // CHUNKS_PER_ROW
-            q = chunk % CHUNKS_PER_ROW
-            copy_chunk(atom, mat_a, (a_row0 + r) * k_words + k_tile * WORDS_PER_ROW + q * 4,
-                       raw_a, slot * (cfg.bm * WORDS_PER_ROW) + chunk * 4)
-    for rep in cutlass.range_constexpr((cfg.bn * CHUNKS_PER_ROW + threads - 1) // threads):
-        chunk = rep * threads + tidx
-        if chunk < cfg.bn * CHUNKS_PER_ROW:
-            r = chunk // CHUNKS_PER_ROW
-            q = chunk % CHUNKS_PER_ROW
-            copy_chunk(atom, mat_b, (b_row0 + r) * k_words + k_tile * WORDS_PER_ROW + q * 4,
-                       raw_b, slot * (cfg.bn * WORDS_PER_ROW) + chunk * 4)
+    copy_rows(atom, cfg.bm, cfg.threads, tidx, k_tile, slot, mat_a, a_row0, raw_a, k_words)
+    copy_rows(atom, cfg.bn, cfg.threads, tidx, k_tile, slot, mat_b, b_row0, raw_b, k_words)
     if tidx < SCALE_TILE_WORDS // 4:
         copy_chunk(atom, scale_a, scale_a_word + k_tile * SCALE_TILE_WORDS + tidx * 4,
                    raw_sa, slot * SCALE_TILE_WORDS + tidx * 4)
