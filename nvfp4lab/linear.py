@@ -17,9 +17,7 @@ from nvfp4lab.formats import GLOBAL_SCALE_DIVISOR
 from nvfp4lab.gemm import run_nvfp4_grouped_gemm
 from nvfp4lab.layouts import ROW_TILE, grouped_a_operand, grouped_b_operand, round_up
 from nvfp4lab.quantize import NVFP4Tensor, dynamic_global_scale, quantize_nvfp4
-
-ACTIVATION_SCALE_SHARING = ("shared", "per_group")
-ACTIVATION_SCALE_SOURCES = ("static", "dynamic")
+from nvfp4lab.scale_modes import SHARINGS, SOURCES, ScaleMode
 
 
 class Nvfp4GroupedLinear:
@@ -72,12 +70,10 @@ class Nvfp4GroupedLinear:
         ).items():
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int; got {value!r}")
-        if activation_scale not in ACTIVATION_SCALE_SHARING:
-            raise ValueError(f"activation_scale must be one of {ACTIVATION_SCALE_SHARING}; got {activation_scale!r}")
-        if activation_scale_source not in ACTIVATION_SCALE_SOURCES:
-            raise ValueError(
-                f"activation_scale_source must be one of {ACTIVATION_SCALE_SOURCES}; got {activation_scale_source!r}"
-            )
+        if activation_scale not in SHARINGS:
+            raise ValueError(f"activation_scale must be one of {SHARINGS}; got {activation_scale!r}")
+        if activation_scale_source not in SOURCES:
+            raise ValueError(f"activation_scale_source must be one of {SOURCES}; got {activation_scale_source!r}")
         self.groups = n_local_groups
         self.heads_per_group = heads_per_group
         self.head_dim = head_dim
@@ -162,9 +158,8 @@ class Nvfp4GroupedLinear:
         return o.reshape(o.shape[0], self.groups, self.in_features)
 
     def _activation_scale_from(self, x: torch.Tensor) -> torch.Tensor:
-        if self.activation_scale == "per_group":
-            return dynamic_global_scale(x, per_group=True)
-        return dynamic_global_scale(x).expand(self.groups).contiguous()
+        """The ``(G,)`` scales computed from ``x`` itself (this layer's sharing)."""
+        return ScaleMode(self.activation_scale, "dynamic").global_scale(x)
 
     def compute_activation_global_scale(self, o_sample: torch.Tensor) -> torch.Tensor:
         """Calibrate the static activation scale from ``o_sample (T, H, D)`` bf16: its amax
@@ -190,8 +185,8 @@ class Nvfp4GroupedLinear:
     def quantize_activations(self, o: torch.Tensor) -> NVFP4Tensor:
         """Quantize ``o (T, H, D)`` as the forward does: an NVFP4 tensor of shape ``(T, G, K)``."""
         x = self._grouped_view(o, "o")
-        gs = self._activation_scale_from(x) if self.activation_scale_source == "dynamic" else self.activation_global_scale
-        return quantize_nvfp4(x, gs, check_finite=False)
+        mode = ScaleMode(self.activation_scale, self.activation_scale_source)
+        return quantize_nvfp4(x, mode.global_scale(x, self.activation_global_scale), check_finite=False)
 
     def __call__(self, o: torch.Tensor) -> torch.Tensor:
         """``o (T, H, D)`` bf16 -> ``z (T, G, N)`` bf16 (a view of the output buffer)."""
