@@ -11,27 +11,9 @@ synthetic shape (G=4, K=1024, N=256, 256 tokens); full mode the V4-Flash shape.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 from nvfp4lab.study import experiments as ex
-
-
-@dataclass(frozen=True)
-class Finding:
-    id: str
-    notebook: str
-    claim: str  # str.format template over the numbers
-    compute: Callable[[bool, object], dict]
-    holds: Callable[[dict], bool]
-    needs_real_data: bool = False
-
-    @property
-    def test(self) -> str:
-        return f"tests/findings/test_findings.py::test_finding[{self.id}]"
-
-    def statement(self, numbers: dict) -> str:
-        return self.claim.format(**numbers)
+from nvfp4lab.study.finding import Finding
+from nvfp4lab.study.findings_decoder import DECODER_FINDINGS
 
 
 def _format_exact(fast, data_dir):
@@ -103,7 +85,7 @@ def _real(fast, data_dir):
     }
 
 
-FINDINGS = [
+SYNTHETIC_AND_ENCODER_FINDINGS = [
     Finding(
         "F01-exact-decode", "01_format",
         "All {exact} of the {products} finite products of an E2M1 value and an E4M3 scale are exact in bf16: "
@@ -177,6 +159,9 @@ FINDINGS = [
         _real, lambda n: n["spread_db"] < 0.5 and n["four_over_six_gain_db"] > 0.1, needs_real_data=True,
     ),
 ]
+
+
+FINDINGS = SYNTHETIC_AND_ENCODER_FINDINGS + DECODER_FINDINGS
 
 
 def by_id(finding_id: str) -> Finding:
