@@ -48,7 +48,7 @@ if len(frame):
 
 # %%
 if torch.cuda.is_available() and not FAST:
-    from nvfp4lab.kernels.selfcheck import main as selfcheck
+    from nvfp4lab.tools.selfcheck import main as selfcheck
 
     selfcheck()
 else:

@@ -3,35 +3,48 @@ instructions the numerics depend on (CI has no GPU: this is its kernel check).""
 
 import collections
 import os
+import pathlib
 
 import pytest
 
 os.environ.setdefault("CUTE_DSL_ARCH", "sm_90a")
-pytest.importorskip("cutlass.cute")
+from nvfp4lab import kernels  # noqa: E402  (first: it points CuTeDSL's dump folder away from the tree)
 
+pytest.importorskip("cutlass.cute")
 from nvfp4lab.kernels import launch  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def instructions(compiled) -> collections.Counter:
-    ptx = compiled.artifacts.PTX
+    """Opcode counts of a kernel compiled with ``keep_ptx``; fails when no PTX was kept."""
+    ptx = compiled.artifacts.PTX or ""
+    if "\n" not in ptx:  # CuTeDSL gives the dumped file's path until it has read the file back
+        assert pathlib.Path(ptx).is_file(), f"the compiled kernel kept no PTX ({ptx!r}): the checks would pass vacuously"
+        ptx = pathlib.Path(ptx).read_text()
+    assert ".entry" in ptx, "the kept PTX holds no kernel entry"
     return collections.Counter(line.split()[0] for line in ptx.splitlines() if line.strip() and not line.strip().startswith("//"))
-
-
-@pytest.fixture(autouse=True)
-def dump_ptx_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # KeepPTX also writes a .ptx file into the working directory
 
 
 def test_arch_is_sm_90a():
     assert os.environ["CUTE_DSL_ARCH"] == "sm_90a"
 
 
+def test_kept_ptx_goes_to_the_dump_folder_not_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    launch.compile_split_k_reduce.cache_clear()
+    instructions(launch.compile_split_k_reduce(keep_ptx=True))
+    assert not list(tmp_path.iterdir()), "CuTeDSL wrote into the working directory"
+    assert not list(REPO.glob("*.ptx")), "PTX files at the repository root"
+    dump = pathlib.Path(kernels.DUMP_DIR)
+    assert REPO not in dump.resolve().parents and any(dump.glob("*split_k_reduce*.ptx"))
+
+
 @pytest.mark.parametrize("padded_output", [False, True])
-@pytest.mark.parametrize("config, mmas", [("small", 2 * 4), ("large", 4 * 4 * 4)])
-def test_grouped_gemm_uses_bf16_tensor_core_mma_with_fp32_accumulation(config, mmas, padded_output):
-    ops = instructions(launch.compile_grouped_gemm(config, padded_output, keep_ptx=True))
-    # a warp tile of 16×16 (small) or 64×32 (large) is 2 or 16 m16n8 MMAs per 16 of K, 4 per stage
-    assert ops["mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"] == mmas
+def test_grouped_gemm_uses_bf16_tensor_core_mma_with_fp32_accumulation(padded_output):
+    ops = instructions(launch.compile_grouped_gemm("small", padded_output, keep_ptx=True))
+    # a warp tile of 16×16 is 2 m16n8 MMAs per 16 of K, 4 per stage
+    assert ops["mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"] == 2 * 4
     assert ops["ldmatrix.sync.aligned.m8n8.x4.shared.b16"] > 0
     assert ops["cp.async.cg.shared.global"] + ops["cp.async.ca.shared.global"] > 0
     assert ops["mul.rn.bf16x2"] > 0  # the exact two-element decode

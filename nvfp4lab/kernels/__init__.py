@@ -12,8 +12,16 @@ package needs ``nvidia-cutlass-dsl``; compiling needs no GPU (``CUTE_DSL_ARCH=sm
 from __future__ import annotations
 
 import functools
+import os
+import tempfile
 
 import torch
+
+# CuTeDSL writes kept artifacts (``KeepPTX``) into ``CUTE_DSL_DUMP_DIR``, read once when
+# it is imported; by default that is the current directory, i.e. the repository. Point it
+# at a temporary folder before anything imports ``cutlass``.
+DUMP_DIR = os.environ.setdefault("CUTE_DSL_DUMP_DIR", os.path.join(tempfile.gettempdir(), "nvfp4lab-cutedsl"))
+os.makedirs(DUMP_DIR, exist_ok=True)  # the compiler writes no file into a missing folder
 
 
 @functools.cache

@@ -19,10 +19,10 @@ epilogue multiplies by ``gs_a·gs_b·2^18``: power-of-two scaling commutes with 
 fp32 rounding here, so the result equals the unscaled computation bit for bit.
 
 **Tiles.** A CTA computes ``BM × BN`` of one group g: rows are that group's tokens (row
-``offsets[g-1] + t`` of ``mat_a``), columns its output channels. Two configurations:
-``SMALL`` (BM=16, 8-stage ring, for decode: many CTAs streaming weights) and ``LARGE``
-(BM=BN=128, 8 warps, for prefill: MMA bound). Both need ``K % 64 == 0`` and
-``N % BN == 0`` (checked on the host).
+``offsets[g-1] + t`` of ``mat_a``), columns its output channels. One configuration,
+``SMALL`` (BM=16, 8-stage ring, for decode: many CTAs streaming weights); larger token
+counts use :mod:`grouped_gemm_wgmma`, which shares this module's stage copy and decode.
+Needs ``K % 64 == 0`` and ``N % BN == 0`` (checked on the host).
 
 **Split K** (decode): with few tiles, ``splits`` CTAs share one tile's K range, write
 fp32 partial sums to a workspace ``(splits, T, G, N)`` and ``split_k_reduce`` adds them in
@@ -61,7 +61,6 @@ WORDS_PER_ROW = BK // 8  # uint32 words of packed codes per row and stage
 CHUNKS_PER_ROW = BK // 32  # 16-byte chunks per row and stage
 SCALE_TILE_WORDS = 128  # one 128-row × 4-block swizzled scale tile: 512 bytes
 SMALL = GemmConfig(bm=16, bn=64, stages=8, warps_m=1, warps_n=4)
-LARGE = GemmConfig(bm=128, bn=128, stages=4, warps_m=2, warps_n=4)
 SCALE_PRE = 2.0**117  # block scales are pre-multiplied by this (see the module docstring)
 ALPHA_POST = 2.0**18  # and the epilogue undoes 2^-9 on each operand
 

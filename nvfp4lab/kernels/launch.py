@@ -95,7 +95,7 @@ def _gemm_args(mat_a=None, scale_a=None, mat_b=None, scale_b=None, offsets=None,
     )
 
 
-CONFIGS = {"small": gemm_kernel.SMALL, "large": gemm_kernel.LARGE, "wgmma": wgmma_kernel.WGMMA}
+CONFIGS = {"small": gemm_kernel.SMALL, "wgmma": wgmma_kernel.WGMMA}
 #: Token counts up to this use the decode configuration (BM=16, deep cp.async ring).
 SMALL_TOKENS = 32
 
@@ -133,7 +133,9 @@ def split_count(ctas: int, k_tiles: int, sms: int, ctas_per_sm: int = 4) -> int:
 
 
 def gemm_config(tokens: int | None, rows_per_group_hint: int) -> str:
-    """``"small"`` for decode-sized token counts, else ``"large"``."""
+    """The GEMM configuration for ``tokens`` rows per group (``None``: the padded form,
+    ``rows_per_group_hint`` rows): ``"small"`` (mma.sync, BM=16) up to ``SMALL_TOKENS``,
+    else ``"wgmma"`` (128 × 128 warpgroup MMA)."""
     count = rows_per_group_hint if tokens is None else tokens
     return "small" if count <= SMALL_TOKENS else "wgmma"
 

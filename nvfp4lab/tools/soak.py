@@ -1,6 +1,6 @@
 """Soak test: replay captured CUDA graphs of the layer's forward many times with new
 inputs and varying token counts, checking every output against the reference backend
-on the same GPU: ``python -m nvfp4lab.kernels.soak [--replays N]``.
+on the same GPU: ``python -m nvfp4lab.tools.soak [--replays N]``.
 
 One graph is captured per token count (as serving stacks capture one per batch size);
 replays cycle through them. Both a static shared and a dynamic per-group activation scale

@@ -1,5 +1,5 @@
 """A small workload over every kernel and code path, on odd sizes, checked against the
-reference: ``python -m nvfp4lab.kernels.selfcheck``. Run it under
+reference: ``python -m nvfp4lab.tools.selfcheck``. Run it under
 ``compute-sanitizer --tool memcheck`` (and ``racecheck``) to check memory safety.
 
 Paths: dynamic per-group amax, quantizer (odd T, K not a multiple of 64 for the
