@@ -10,8 +10,10 @@ For each ``(G, K, N)`` and token count T it times, in one run on one card:
                     the padded operand, the grouped GEMM into the padded output, then
                     one copy per group into ``z``;
 * ``nvfp4_gemm``    nvfp4lab's grouped GEMM alone (operands already quantized);
-* ``nvfp4_fused``   nvfp4lab's forward: the fused quantizer (static per-group scales)
-                    and the grouped GEMM writing ``z`` directly;
+* ``nvfp4_fused``   nvfp4lab's forward with static per-group activation scales: for
+                    T <= 16 the one-launch decode kernel (quantizer fused into the GEMM),
+                    above that the quantizer and the grouped GEMM writing ``z`` directly;
+* ``nvfp4_dynamic`` the same with dynamic per-group scales (+ the amax launch);
 * ``quantizer``     the fused quantizer alone, with a device-to-device copy of the same
                     byte count as its bandwidth reference.
 
@@ -38,6 +40,7 @@ from tqdm import tqdm
 from nvfp4lab import layouts
 from nvfp4lab.gemm import cutedsl_grouped_gemm
 from nvfp4lab.kernels import launch
+from nvfp4lab.kernels.decode_layout import pack_decode_weights
 from nvfp4lab.layouts import ROW_TILE, round_up
 from nvfp4lab.quantize import dynamic_global_scale, quantize_nvfp4
 
@@ -89,6 +92,10 @@ class Problem:
         gs_b = dynamic_global_scale(self.w, per_group=True, group_dim=0)
         wq = quantize_nvfp4(self.w, gs_b, group_dim=0, check_finite=False)
         self.mat_b, self.scale_b = layouts.grouped_b_operand(wq)
+        self.decode = launch.decode_supported(tokens, groups, k, n)
+        self.words, self.word_scales = pack_decode_weights(wq.data, wq.scales) if self.decode else (None, None)
+        self.counters = torch.zeros(groups * -(-n // 256), dtype=torch.int32, device=dev)
+        self.amax_bits = torch.zeros(groups, dtype=torch.int32, device=dev)
         self.gs_b = gs_b
         self.rows_p = round_up(tokens, ROW_TILE)
         rows = groups * self.rows_p
@@ -101,6 +108,20 @@ class Problem:
 
     def quantize(self):
         launch.quantize_activations(self.x, self.gs_a, self.data, self.scales, self.used, dynamic=False, shared=False)
+
+    def forward(self, weights, dynamic: bool):
+        """The layer's forward on these operands (``weights``: one rotated copy)."""
+        mat_b, scale_b, words, word_scales = weights
+        source = self.gs_a
+        if dynamic:
+            launch.group_amax(self.x, self.amax_bits)
+            source = self.amax_bits.view(torch.float32)
+        if self.decode:
+            launch.decode_forward(self.x, source, words, word_scales, self.gs_b, self.z, self.counters,
+                                  dynamic=dynamic, shared=False)
+            return
+        launch.quantize_activations(self.x, source, self.data, self.scales, self.used, dynamic=dynamic, shared=False)
+        self.gemm(mat_b, scale_b)
 
     def gemm(self, mat_b, scale_b):
         cutedsl_grouped_gemm(
@@ -133,7 +154,8 @@ def bench_point(p: Problem) -> dict:
 
     nvfp4_weight_bytes = p.mat_b.numel() + p.scale_b.numel()
     copies = copies_for(nvfp4_weight_bytes)
-    mats = [(p.mat_b.clone(), p.scale_b.clone()) for _ in range(copies)]
+    mats = [(p.mat_b.clone(), p.scale_b.clone(), *(None if t is None else t.clone() for t in (p.words, p.word_scales)))
+            for _ in range(copies)]
 
     # The sketch: per-group quantizer launches, scatter, GEMM into padded output, per-group copies.
     per_group_data = torch.empty(p.rows_p, k // 2, dtype=torch.uint8, device="cuda")
@@ -158,8 +180,9 @@ def bench_point(p: Problem) -> dict:
 
     results["sketch"] = (time_graph(sketch, copies), nvfp4_weight_bytes)
     p.quantize()
-    results["nvfp4_gemm"] = (time_graph(lambda i: p.gemm(*mats[i]), copies), nvfp4_weight_bytes)
-    results["nvfp4_fused"] = (time_graph(lambda i: (p.quantize(), p.gemm(*mats[i])), copies), nvfp4_weight_bytes)
+    results["nvfp4_gemm"] = (time_graph(lambda i: p.gemm(*mats[i][:2]), copies), nvfp4_weight_bytes)
+    results["nvfp4_fused"] = (time_graph(lambda i: p.forward(mats[i], dynamic=False), copies), nvfp4_weight_bytes)
+    results["nvfp4_dynamic"] = (time_graph(lambda i: p.forward(mats[i], dynamic=True), copies), nvfp4_weight_bytes)
 
     quant_bytes = act_bytes + p.data.numel() + p.scales.numel()
     results["quantizer"] = (time_graph(lambda i: p.quantize(), 1), 0)
@@ -188,7 +211,7 @@ def bench_point(p: Problem) -> dict:
 def markdown(card: str, results: dict) -> str:
     lines = [f"# nvfp4lab grouped GEMM benchmark on {card}", "",
              "CUDA-graph replay, weights rotated beyond L2; µs per call (speed-up vs bf16 torch.bmm).", ""]
-    names = ["bf16_bmm", "fp8_scaled_mm", "sketch", "nvfp4_gemm", "nvfp4_fused"]
+    names = ["bf16_bmm", "fp8_scaled_mm", "sketch", "nvfp4_gemm", "nvfp4_fused", "nvfp4_dynamic"]
     lines.append("| G,K,N | T | " + " | ".join(names) + " | quantizer µs (copy-bandwidth fraction) |")
     lines.append("|---|---|" + "---|" * (len(names) + 1))
     for key, rows in results.items():

@@ -113,6 +113,8 @@ class Nvfp4GroupedLinear:
         self._amax_bits = torch.zeros(g, dtype=torch.int32, device=dev)
         self._group_ends = torch.arange(1, g + 1, dtype=torch.int32, device=dev)
         self._offsets = torch.empty(g, dtype=torch.int32, device=dev)
+        self._decode_counters = torch.zeros(g * -(-self.out_features // 256), dtype=torch.int32, device=dev)
+        self._decode_weights = None  # (words, scales) in the decode kernel's layout, set by finalize_weights
 
     # ----------------------------------------------------------------- weights
     def set_bf16_weight(self, w: torch.Tensor) -> None:
@@ -142,6 +144,11 @@ class Nvfp4GroupedLinear:
         gs_b = dynamic_global_scale(self.weight_nk, per_group=True, group_dim=0)  # (G,)
         self.weight_q = quantize_nvfp4(self.weight_nk, gs_b, group_dim=0, check_finite=False)
         self._mat_b, self._scale_b = grouped_b_operand(self.weight_q)
+        if self.backend == "cutedsl" and self.in_features % 64 == 0 and self.out_features % 16 == 0:
+            from nvfp4lab.kernels.decode_layout import pack_decode_weights
+
+            # the decode kernel's copy (T <= 16): each lane's 16-byte load is its MMA fragments
+            self._decode_weights = pack_decode_weights(self.weight_q.data, self.weight_q.scales)
 
     # ------------------------------------------------------ activation scales
     def _grouped_view(self, o: torch.Tensor, name: str) -> torch.Tensor:
@@ -224,17 +231,20 @@ class Nvfp4GroupedLinear:
         z = self._z[:tokens]
         if tokens == 0:
             return z
-        rows_p = round_up(tokens, ROW_TILE)
-        data = self._a_data[: g * rows_p * (k // 2)].view(g * rows_p, k // 2)
-        scales = self._a_scales[: g * rows_p * round_up(k // 16, 4)].view(g * rows_p, -1)
         dynamic = self.activation_scale_source == "dynamic"
+        shared = self.activation_scale == "shared"
         source = self.activation_global_scale
         if dynamic:
             launch.group_amax(x, self._amax_bits)
             source = self._amax_bits.view(torch.float32)
-        launch.quantize_activations(
-            x, source, data, scales, self._gs_a, dynamic=dynamic, shared=self.activation_scale == "shared"
-        )
+        if self._decode_weights is not None and launch.decode_supported(tokens, g, k, self.out_features):
+            launch.decode_forward(x, source, *self._decode_weights, self.weight_q.global_scale, z,
+                                  self._decode_counters, dynamic=dynamic, shared=shared)
+            return z
+        rows_p = round_up(tokens, ROW_TILE)
+        data = self._a_data[: g * rows_p * (k // 2)].view(g * rows_p, k // 2)
+        scales = self._a_scales[: g * rows_p * round_up(k // 16, 4)].view(g * rows_p, -1)
+        launch.quantize_activations(x, source, data, scales, self._gs_a, dynamic=dynamic, shared=shared)
         torch.mul(self._group_ends, rows_p, out=self._offsets)
         cutedsl_grouped_gemm(
             data.view(torch.float4_e2m1fn_x2), self._mat_b, scales.view(torch.float8_e4m3fn), self._scale_b,

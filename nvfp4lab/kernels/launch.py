@@ -23,6 +23,7 @@ from cutlass import Int32  # noqa: E402
 from cutlass.cute.runtime import make_fake_stream, make_ptr  # noqa: E402
 
 from nvfp4lab.kernels import amax as amax_kernel  # noqa: E402
+from nvfp4lab.kernels import decode_gemm as decode_kernel  # noqa: E402
 from nvfp4lab.kernels import grouped_gemm as gemm_kernel  # noqa: E402
 from nvfp4lab.kernels import grouped_gemm_wgmma as wgmma_kernel  # noqa: E402
 from nvfp4lab.kernels import quantize_activations as quant_kernel  # noqa: E402
@@ -118,6 +119,26 @@ def compile_split_k_reduce(keep_ptx: bool = False):
     return compile_(reduce_kernel.split_k_reduce, *_reduce_args(), *[Int32(1)] * 4, make_fake_stream())
 
 
+def _decode_args(x=None, source=None, words=None, scales=None, gs_w=None, out=None, partials=None, counters=None):
+    return (
+        pointer(x, cutlass.BFloat16, 32),
+        pointer(source, cutlass.Float32, 4),
+        pointer(words, cutlass.Uint32, 16),
+        pointer(scales, cutlass.Uint32, 8),
+        pointer(gs_w, cutlass.Float32, 4),
+        pointer(out, cutlass.BFloat16, 2),
+        pointer(partials, cutlass.Float32, 4),
+        pointer(counters, cutlass.Int32, 4),
+    )
+
+
+@functools.cache
+def compile_decode_forward(n_tiles: int, dynamic: bool, shared: bool, split_k: bool, keep_ptx: bool = False):
+    compile_ = cute.compile[cute.KeepPTX()] if keep_ptx else cute.compile
+    return compile_(decode_kernel.decode_forward, *_decode_args(), *[Int32(1)] * 5, make_fake_stream(), n_tiles, dynamic,
+                    shared, split_k)
+
+
 @functools.cache
 def multiprocessors(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
@@ -138,6 +159,23 @@ def gemm_config(tokens: int | None, rows_per_group_hint: int) -> str:
     else ``"wgmma"`` (128 × 128 warpgroup MMA)."""
     count = rows_per_group_hint if tokens is None else tokens
     return "small" if count <= SMALL_TOKENS else "wgmma"
+
+
+def decode_splits(groups: int, n: int, k: int, sms: int) -> int | None:
+    """K slices (a power of two dividing K/64) for the decode kernel: the fewest that give
+    every SM a CTA, each slice at most ``MAX_SLICE``; None when no split fits."""
+    chunks = k // decode_kernel.K_CHUNK
+    ctas = groups * -(-n // decode_kernel.CHANNELS_PER_CTA)
+    splits = 1
+    while chunks % (2 * splits) == 0 and (k // splits > decode_kernel.MAX_SLICE or ctas * splits < sms):
+        splits *= 2
+    return splits if k // splits <= decode_kernel.MAX_SLICE else None
+
+
+def decode_supported(tokens: int, groups: int, k: int, n: int, sms: int = 132) -> bool:
+    """Whether the one-launch decode forward takes this shape (else the quantizer + GEMM)."""
+    return (0 < tokens <= decode_kernel.MAX_TOKENS and k % decode_kernel.K_CHUNK == 0 and n % 16 == 0
+            and decode_splits(groups, n, k, sms) is not None)
 
 
 # ------------------------------------------------------------------ launches
@@ -200,3 +238,22 @@ def grouped_gemm(mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out, *, to
     if splits > 1:
         compile_split_k_reduce()(*_reduce_args(partials, gs_a, gs_b, out), Int32(tokens * groups * n), Int32(groups),
                                  Int32(n), Int32(splits), stream)
+
+
+def decode_forward(x: torch.Tensor, scale_source: torch.Tensor, words: torch.Tensor, scales: torch.Tensor,
+                   gs_w: torch.Tensor, out: torch.Tensor, counters: torch.Tensor, *, dynamic: bool, shared: bool) -> None:
+    """The one-launch decode forward ``x (T, G, K)`` bf16 -> ``out (T, G, N)`` bf16 (T <= 16),
+    weights in the decode layout (``decode_layout.pack_decode_weights``). ``scale_source``:
+    static global scales or (``dynamic``) ``group_amax``'s result viewed as float32;
+    ``counters``: ``(G · ceil(N/256),)`` int32 zeros, left zero by every launch."""
+    tokens, groups, k = x.shape
+    n = out.shape[2]
+    splits = decode_splits(groups, n, k, multiprocessors(x.device.index or 0))
+    partials = None
+    if splits > 1:  # from torch's caching allocator: no sync, and graph-capturable
+        partials = torch.empty(splits * tokens * groups * n, dtype=torch.float32, device=x.device)
+    n_tiles = 1 if tokens <= 8 else 2
+    compile_decode_forward(n_tiles, dynamic, shared, splits > 1)(
+        *_decode_args(x, scale_source, words, scales.view(torch.int32), gs_w, out, partials, counters),
+        Int32(tokens), Int32(groups), Int32(n), Int32(k), Int32(splits), stream_of(x.device),
+    )

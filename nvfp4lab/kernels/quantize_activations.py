@@ -59,6 +59,47 @@ def e2m1_code(y: Float32) -> Uint32:
 
 
 @cute.jit
+def global_scale_of(group_scale: cute.Tensor, g: Int32, groups: Int32, dynamic: cutlass.Constexpr,
+                    shared: cutlass.Constexpr) -> Float32:
+    """Group g's global scale: ``group_scale[g]`` (static) or ``max(amax / 2688, 2^-126)``
+    of the amax there (dynamic); ``shared``: of the max over all G entries."""
+    gs = group_scale[g]
+    if cutlass.const_expr(shared):  # one scale for all groups: the max over them
+        gs = group_scale[0]
+        for other in cutlass.range(1, groups):
+            gs = max_nan(gs, group_scale[other])
+    if cutlass.const_expr(dynamic):
+        gs = max_nan(div_rn(gs, Float32(2688.0)), Float32(MIN_GLOBAL_SCALE))  # NaN stays NaN
+    return gs
+
+
+@cute.jit
+def quantize_block(values, gs: Float32):
+    """One 16-element block (``values``: 16 float32) with global scale ``gs`` ->
+    ``(scale_byte, scale_value, word0, word1)``: its E4M3 scale byte and value and its 16
+    codes packed 8 per word (code j at bits 4j). The CPU reference's rule, rounding by rounding."""
+    block_amax = Float32(0.0)
+    for j in cutlass.range_constexpr(16):
+        block_amax = max_nan(block_amax, cute.arch.fmax(values[j], -values[j]))
+    scale_byte = e4m3_byte_from_f32(div_rn(div_rn(block_amax, Float32(6.0)), gs))
+    scale_value = f32_from_e4m3_byte(scale_byte)
+    multiplier = cute.arch.fmin(div_rn(div_rn(Float32(1.0), gs), scale_value), Float32(FLT_MAX))
+    if not (scale_value > Float32(0.0)):
+        multiplier = Float32(0.0)
+    word0 = Uint32(0)
+    word1 = Uint32(0)
+    for j in cutlass.range_constexpr(16):
+        y = mul_rn(values[j], multiplier)
+        y = cute.arch.fmin(cute.arch.fmax(y, Float32(-6.0)), Float32(6.0))
+        code = e2m1_code(y)
+        if cutlass.const_expr(j < 8):
+            word0 = word0 | (code << Uint32(4 * j))
+        else:
+            word1 = word1 | (code << Uint32(4 * (j - 8)))
+    return scale_byte, scale_value, word0, word1
+
+
+@cute.jit
 def swizzled_scale_offset(row: Int32, block_col: Int32, col_tiles: Int32) -> Int32:
     """Byte offset of scale (row, block_col) in the 128×4 tiled layout (layouts.py)."""
     tile = (row // 128) * col_tiles + block_col // 4
@@ -97,31 +138,10 @@ def quantize_activations_kernel(
         word1 = Uint32(0)
         if t < tokens:
             values = x[index, None].load().to(Float32)
-            block_amax = Float32(0.0)
-            for j in cutlass.range_constexpr(16):
-                block_amax = max_nan(block_amax, cute.arch.fmax(values[j], -values[j]))
-            gs = group_scale[g]
-            if cutlass.const_expr(shared):  # one scale for all groups: the max over them
-                gs = group_scale[0]
-                for other in cutlass.range(1, groups):
-                    gs = max_nan(gs, group_scale[other])
-            if cutlass.const_expr(dynamic):
-                gs = max_nan(div_rn(gs, Float32(2688.0)), Float32(MIN_GLOBAL_SCALE))  # NaN stays NaN
+            gs = global_scale_of(group_scale, g, groups, dynamic, shared)
             if t == 0 and kb == 0:
                 used_scale_out[g] = gs
-            scale_byte = e4m3_byte_from_f32(div_rn(div_rn(block_amax, Float32(6.0)), gs))
-            scale_value = f32_from_e4m3_byte(scale_byte)
-            multiplier = cute.arch.fmin(div_rn(div_rn(Float32(1.0), gs), scale_value), Float32(FLT_MAX))
-            if not (scale_value > Float32(0.0)):
-                multiplier = Float32(0.0)
-            for j in cutlass.range_constexpr(16):
-                y = mul_rn(values[j], multiplier)
-                y = cute.arch.fmin(cute.arch.fmax(y, Float32(-6.0)), Float32(6.0))
-                code = e2m1_code(y)
-                if cutlass.const_expr(j < 8):
-                    word0 = word0 | (code << Uint32(4 * j))
-                else:
-                    word1 = word1 | (code << Uint32(4 * (j - 8)))
+            scale_byte, _, word0, word1 = quantize_block(values, gs)
         data_out[out_block, 0] = word0
         data_out[out_block, 1] = word1
         if cutlass.const_expr(not packed_scales):
