@@ -166,6 +166,7 @@ def decode_splits(groups: int, n: int, k: int, sms: int) -> int | None:
     every SM a CTA, each slice at most ``MAX_SLICE``; None when no split fits."""
     chunks = k // decode_kernel.K_CHUNK
     ctas = groups * -(-n // decode_kernel.CHANNELS_PER_CTA)
+    sms = int(os.environ.get("NVFP4LAB_DECODE_CTAS", sms))  # experiments: the CTA count to reach
     splits = 1
     while chunks % (2 * splits) == 0 and (k // splits > decode_kernel.MAX_SLICE or ctas * splits < sms):
         splits *= 2
