@@ -1,29 +1,27 @@
-"""The decode forward for a profiler or a split sweep:
+"""The decode forward for a profiler or a sweep of its CTA target:
 ``ncu -k regex:decode python scripts/profile_decode.py G K N T`` (a few launches), or
-``python scripts/profile_decode.py G K N T --sweep`` (µs per call, CUDA graph, for CTA targets)."""
+``python scripts/profile_decode.py G K N T --sweep`` (µs per call: CUDA graph, weights rotated beyond L2)."""
 
 import os
 import sys
 
 import torch
 
-from nvfp4lab import Nvfp4GroupedLinear
-from nvfp4lab.bench import time_graph
+from nvfp4lab.bench import Problem, copies_for, time_graph
+from nvfp4lab.kernels import launch
 
 groups, k, n, tokens = (int(v) for v in sys.argv[1:5])
-layer = Nvfp4GroupedLinear(groups, k // 512, 512, n, max_num_tokens=tokens, device="cuda", check_finite=False)
-layer.set_bf16_weight((torch.randn(groups, k, n, device="cuda") / 64).to(torch.bfloat16))
-layer.finalize_weights()
-o = torch.randn(tokens, groups * k // 512, 512, device="cuda").to(torch.bfloat16)
+p = Problem(groups, k, n, tokens)
 if "--sweep" in sys.argv:
-    from nvfp4lab.kernels import launch
-
+    copies = copies_for(p.words.numel() * 4)
+    weights = [(None, None, p.words.clone(), p.word_scales.clone()) for _ in range(copies)]
     for target in (66, 132, 264, 528):
         os.environ["NVFP4LAB_DECODE_CTAS"] = str(target)
         splits = launch.decode_splits(groups, n, k, target)
-        print(f"G,K,N={groups},{k},{n} T={tokens} target {target} CTAs: splits {splits}: "
-              f"{time_graph(lambda i: layer(o), 1):.1f} µs (weights L2-resident)")
+        for dynamic in (False, True):
+            us = time_graph(lambda i: p.forward(weights[i], dynamic=dynamic), copies)
+            print(f"G,K,N={groups},{k},{n} T={tokens} dynamic={dynamic} CTA target {target}: splits {splits}: {us:.1f} µs")
 else:
     for _ in range(3):
-        layer(o)
+        p.forward((None, None, p.words, p.word_scales), dynamic=False)
     torch.cuda.synchronize()
