@@ -13,8 +13,8 @@ with ``mma.sync.m16n8k16`` (16 output channels × 8 tokens per MMA, fp32 accumul
   the static one, or (``dynamic``) computed from ``group_amax``'s result. The first batch
   of weight loads is issued before the prologue, so HBM streams while it runs.
 * **Main loop: weights straight from HBM to registers.** Each lane loads 16 bytes of
-  codes + 8 bytes of re-encoded scales per m-tile and 64-K chunk, 4 chunks deep (two
-  register buffers), decodes them with 13 integer ops per 8 codes, 2 per scale (``prmt``
+  codes + 8 bytes of re-encoded scales per m-tile and 64-K chunk into a 4-chunk register
+  ring (a slot is refilled as soon as it is consumed), decodes them with 13 integer ops per 8 codes, 2 per scale (``prmt``
   + one multiply-add) and one ``mul.rn.bf16x2`` per pair, and issues the MMAs: no shared
   memory and no barrier for the weights.
 * **Split K, deterministic, in the same launch.** With ``splits > 1`` each CTA writes its
@@ -44,6 +44,7 @@ CHANNELS_PER_CTA = 16 * M_TILES_PER_WARP * WARPS  # 256
 BATCH = 4  # 64-K chunks per register buffer
 MAX_SLICE = 1024  # K elements of one CTA's slice (its shared-memory B fragments)
 MAX_TOKENS = 16
+CTAS_PER_SM = 2  # registers capped at 128 per thread so that two CTAs share an SM
 
 
 def _decode_text() -> str:
@@ -111,23 +112,20 @@ def mma_bf16(a, b, c, *, loc=None, ip=None):
 
 
 @cute.jit
-def load_batch(words: cute.Tensor, scales: cute.Tensor, buffer_w: cute.Tensor, buffer_s: cute.Tensor,
-               first_chunk: Int32, chunk_end: Int32, tile_base: cute.Tensor, live: cute.Tensor, lane: Int32):
-    """Load chunks ``first_chunk ..+BATCH`` (those < ``chunk_end``) of both m-tiles into the
-    register buffers: 4 code words and 2 scale words per lane, m-tile and chunk."""
-    for i in cutlass.range_constexpr(BATCH):
-        chunk = first_chunk + i
-        for m in cutlass.range_constexpr(M_TILES_PER_WARP):
-            if chunk < chunk_end and live[m] != 0:
-                base = tile_base[m] + chunk
-                code_words = cute.make_tensor((words.iterator + base * 128 + lane * 4).align(16),
-                                              cute.make_layout(4)).load()
-                scale_words = cute.make_tensor((scales.iterator + base * 16 + (lane // 4) * 2).align(8),
-                                               cute.make_layout(2)).load()
-                for j in cutlass.range_constexpr(4):
-                    buffer_w[(i * M_TILES_PER_WARP + m) * 4 + j] = code_words[j]
-                for j in cutlass.range_constexpr(2):
-                    buffer_s[(i * M_TILES_PER_WARP + m) * 2 + j] = scale_words[j]
+def load_chunk(words: cute.Tensor, scales: cute.Tensor, ring_w: cute.Tensor, ring_s: cute.Tensor, slot: cutlass.Constexpr,
+               chunk: Int32, chunk_end: Int32, tile_base: cute.Tensor, live: cute.Tensor, lane: Int32):
+    """Load chunk ``chunk`` (if < ``chunk_end``) of both m-tiles into ring slot ``slot``:
+    4 code words and 2 scale words per lane and m-tile."""
+    for m in cutlass.range_constexpr(M_TILES_PER_WARP):
+        if chunk < chunk_end and live[m] != 0:
+            base = tile_base[m] + chunk
+            code_words = cute.make_tensor((words.iterator + base * 128 + lane * 4).align(16), cute.make_layout(4)).load()
+            scale_words = cute.make_tensor((scales.iterator + base * 16 + (lane // 4) * 2).align(8),
+                                           cute.make_layout(2)).load()
+            for j in cutlass.range_constexpr(4):
+                ring_w[(slot * M_TILES_PER_WARP + m) * 4 + j] = code_words[j]
+            for j in cutlass.range_constexpr(2):
+                ring_s[(slot * M_TILES_PER_WARP + m) * 2 + j] = scale_words[j]
 
 
 @cute.jit
@@ -196,14 +194,13 @@ def decode_forward_kernel(
             live[m] = Int32(1)
         tile_base[m] = (g * m_tiles_total + m_tile) * chunks_total + chunk0
 
-    buffer_w = cute.make_rmem_tensor((BATCH * M_TILES_PER_WARP * 4,), Uint32)
-    buffer_s = cute.make_rmem_tensor((BATCH * M_TILES_PER_WARP * 2,), Uint32)
-    next_w = cute.make_rmem_tensor((BATCH * M_TILES_PER_WARP * 4,), Uint32)
-    next_s = cute.make_rmem_tensor((BATCH * M_TILES_PER_WARP * 2,), Uint32)
-    load_batch(words, scales, buffer_w, buffer_s, Int32(0), chunks, tile_base, live, lane)
+    ring_w = cute.make_rmem_tensor((BATCH * M_TILES_PER_WARP * 4,), Uint32)
+    ring_s = cute.make_rmem_tensor((BATCH * M_TILES_PER_WARP * 2,), Uint32)
+    for i in cutlass.range_constexpr(BATCH):
+        load_chunk(words, scales, ring_w, ring_s, i, Int32(i), chunks, tile_base, live, lane)
 
     allocator = cutlass.memory.SmemAllocator()
-    act = allocator.allocate_tensor(Uint32, cute.make_layout(MAX_SLICE * MAX_TOKENS // 2), 16)
+    act = allocator.allocate_tensor(Uint32, cute.make_layout(MAX_SLICE * n_tiles * 8 // 2), 16)
     flag = allocator.allocate_tensor(Int32, cute.make_layout(4), 16)
     gs_x = global_scale_of(group_scale, g, groups, dynamic, shared)
     quantize_slice(x, act, tidx, tokens, groups, g, k, chunk0 * K_CHUNK, chunks * (K_CHUNK // 16), gs_x, n_tiles)
@@ -216,7 +213,6 @@ def decode_forward_kernel(
     quad = lane % 4
     batches = (chunks + BATCH - 1) // BATCH
     for batch in range(batches):
-        load_batch(words, scales, next_w, next_s, (batch + 1) * BATCH, chunks, tile_base, live, lane)
         for i in cutlass.range_constexpr(BATCH):
             chunk = batch * BATCH + i
             if chunk < chunks:
@@ -229,8 +225,8 @@ def decode_forward_kernel(
                         b_frag[nt * 2 + 1] = act[row + quad + 4 - 4 * swap]
                     for m in cutlass.range_constexpr(M_TILES_PER_WARP):
                         slot = i * M_TILES_PER_WARP + m
-                        scale_word = buffer_s[slot * 2 + step // 2]
-                        a = decode_fragment(buffer_w[slot * 4 + step],
+                        scale_word = ring_s[slot * 2 + step // 2]
+                        a = decode_fragment(ring_w[slot * 4 + step],
                                             scale_multiplier(scale_word, (2 * step) % 4),
                                             scale_multiplier(scale_word, (2 * step + 1) % 4))
                         for nt in cutlass.range_constexpr(n_tiles):
@@ -239,10 +235,8 @@ def decode_forward_kernel(
                                          (acc[base], acc[base + 1], acc[base + 2], acc[base + 3]))
                             for e in cutlass.range_constexpr(4):
                                 acc[base + e] = c[e]
-        for e in cutlass.range_constexpr(BATCH * M_TILES_PER_WARP * 4):
-            buffer_w[e] = next_w[e]
-        for e in cutlass.range_constexpr(BATCH * M_TILES_PER_WARP * 2):
-            buffer_s[e] = next_s[e]
+            # the slot is consumed: refill it with the chunk BATCH ahead (a register ring)
+            load_chunk(words, scales, ring_w, ring_s, i, chunk + BATCH, chunks, tile_base, live, lane)
 
     alpha = (gs_x * gs_w[g]) * Float32(ALPHA_POST)
     # C fragment element e of (m, nt): channel row lane//4 (+8 for e >= 2), token 2·(lane%4) + e%2
@@ -315,7 +309,8 @@ def decode_forward(
     out = cute.make_tensor(out_ptr, cute.make_layout(tokens * groups * n_out))
     partials = cute.make_tensor(partials_ptr, cute.make_layout(splits * tokens * groups * n_out))
     counters = cute.make_tensor(counters_ptr, cute.make_layout(groups * n_blocks))
-    smem = MAX_SLICE * MAX_TOKENS * 2 + 16 + 64
+    smem = MAX_SLICE * n_tiles * 8 * 2 + 16 + 64
     decode_forward_kernel(x, group_scale, words, scales, gs_w, out, partials, counters, tokens, groups, n_out, k, splits,
                           n_tiles, dynamic, shared, split_k).launch(
-        grid=[n_blocks, splits, groups], block=[THREADS, 1, 1], smem=smem, stream=stream)
+        grid=[n_blocks, splits, groups], block=[THREADS, 1, 1], smem=smem, stream=stream,
+        min_blocks_per_mp=CTAS_PER_SM, preferred_smem_carveout=100)
