@@ -132,7 +132,7 @@ def load_chunk(words: cute.Tensor, scales: cute.Tensor, ring_w: cute.Tensor, rin
 def quantize_slice(x: cute.Tensor, act: cute.Tensor, tidx: Int32, tokens: Int32, groups: Int32, g: Int32, k: Int32,
                    k0: Int32, steps: Int32, gs: Float32, n_tiles: cutlass.Constexpr):
     """The fused quantizer: blocks ``(t, kb)`` of ``x[t, g, k0 + 16·kb ..+16]`` -> decoded
-    bf16 pairs in ``act`` at row ``kb·16 + t`` (8 words; halves swapped for t % 8 >= 4, so
+    bf16 pairs in ``act`` at row ``kb·8·n_tiles + t`` (8 words; halves swapped for t % 8 >= 4, so
     the B-fragment loads hit distinct banks). Tokens t >= T get zeros."""
     for item in range(tidx, n_tiles * 8 * steps, THREADS):
         t = item // steps
@@ -151,7 +151,7 @@ def quantize_slice(x: cute.Tensor, act: cute.Tensor, tidx: Int32, tokens: Int32,
                 decoded[i] = low[i]
                 decoded[4 + i] = high[i]
         swap = (t % 8) // 4
-        row = (kb * 16 + t) * 8
+        row = (kb * (n_tiles * 8) + t) * 8
         for i in cutlass.range_constexpr(8):
             act[row + (i + 4 * swap) % 8] = decoded[i]
 
@@ -220,7 +220,7 @@ def decode_forward_kernel(
                     k_step = chunk * 4 + step
                     b_frag = cute.make_rmem_tensor((n_tiles * 2,), Uint32)
                     for nt in cutlass.range_constexpr(n_tiles):
-                        row = (k_step * 16 + nt * 8 + token_in_tile) * 8
+                        row = (k_step * (n_tiles * 8) + nt * 8 + token_in_tile) * 8
                         b_frag[nt * 2] = act[row + quad + 4 * swap]
                         b_frag[nt * 2 + 1] = act[row + quad + 4 - 4 * swap]
                     for m in cutlass.range_constexpr(M_TILES_PER_WARP):
