@@ -25,6 +25,8 @@ with ``mma.sync.m16n8k16`` (16 output channels × 8 tokens per MMA, fp32 accumul
 
 from __future__ import annotations
 
+import os
+
 import cuda.bindings.driver as cuda
 import cutlass
 import cutlass.cute as cute
@@ -44,7 +46,7 @@ CHANNELS_PER_CTA = 16 * M_TILES_PER_WARP * WARPS  # 256
 BATCH = 4  # 64-K chunks per register buffer
 MAX_SLICE = 1024  # K elements of one CTA's slice (its shared-memory B fragments)
 MAX_TOKENS = 16
-CTAS_PER_SM = 2  # registers capped at 128 per thread so that two CTAs share an SM
+CTAS_PER_SM = int(os.environ.get("NVFP4LAB_DECODE_MINCTAS", 2))  # 2: registers capped at 128 per thread
 
 
 def _decode_text() -> str:
