@@ -17,10 +17,11 @@ from nvfp4lab.kernels import decode_gemm, launch
 n_tiles = int(sys.argv[1]) if len(sys.argv) > 1 else 1
 compiled = cute.compile[cute.KeepCUBIN()](decode_gemm.decode_forward, *launch._decode_args(), *[Int32(1)] * 5,
                                           make_fake_stream(), n_tiles, False, False, True)
-cubins = sorted(pathlib.Path(kernels.DUMP_DIR).glob("*decode_forward*.cubin"), key=lambda p: p.stat().st_mtime)
-sass = subprocess.run(["cuobjdump", "-sass", str(cubins[-1])], capture_output=True, text=True).stdout
+cubin = pathlib.Path(kernels.DUMP_DIR) / "decode_forward.cubin"
+cubin.write_bytes(compiled.artifacts.CUBIN)
+sass = subprocess.run(["cuobjdump", "-sass", str(cubin)], capture_output=True, text=True).stdout
 ops = collections.Counter(m.group(1) for m in re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", sass))
-print(sum(ops.values()), "SASS instructions;", subprocess.run(["cuobjdump", "-res-usage", str(cubins[-1])],
+print(sum(ops.values()), "SASS instructions;", subprocess.run(["cuobjdump", "-res-usage", str(cubin)],
                                                                   capture_output=True, text=True).stdout[-400:])
 for op, count in ops.most_common(45):
     print(f"{count:6d} {op}")
