@@ -94,7 +94,7 @@ class Problem:
         self.mat_b, self.scale_b = layouts.grouped_b_operand(wq)
         self.decode = launch.decode_supported(tokens, groups, k, n)
         self.words, self.word_scales = pack_decode_weights(wq.data, wq.scales) if self.decode else (None, None)
-        self.counters = torch.zeros(groups * -(-n // 256), dtype=torch.int32, device=dev)
+        self.counters = launch.decode_counters(groups, n, dev)
         self.amax_bits = torch.zeros(groups, dtype=torch.int32, device=dev)
         self.gs_b = gs_b
         self.rows_p = round_up(tokens, ROW_TILE)

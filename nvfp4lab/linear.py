@@ -113,7 +113,7 @@ class Nvfp4GroupedLinear:
         self._amax_bits = torch.zeros(g, dtype=torch.int32, device=dev)
         self._group_ends = torch.arange(1, g + 1, dtype=torch.int32, device=dev)
         self._offsets = torch.empty(g, dtype=torch.int32, device=dev)
-        self._decode_counters = torch.zeros(g * -(-self.out_features // 256), dtype=torch.int32, device=dev)
+        self._decode_counters = None  # the decode kernel's split-K counters, with its weights
         self._decode_weights = None  # (words, scales) in the decode kernel's layout, set by finalize_weights
 
     # ----------------------------------------------------------------- weights
@@ -149,6 +149,9 @@ class Nvfp4GroupedLinear:
 
             # the decode kernel's copy (T <= 16): each lane's 16-byte load is its MMA fragments
             self._decode_weights = pack_decode_weights(self.weight_q.data, self.weight_q.scales)
+            from nvfp4lab.kernels.launch import decode_counters
+
+            self._decode_counters = decode_counters(self.groups, self.out_features, self.device)
 
     # ------------------------------------------------------ activation scales
     def _grouped_view(self, o: torch.Tensor, name: str) -> torch.Tensor:

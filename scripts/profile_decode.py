@@ -15,7 +15,7 @@ p = Problem(groups, k, n, tokens)
 if "--sweep" in sys.argv:
     copies = copies_for(p.words.numel() * 4)
     weights = [(None, None, p.words.clone(), p.word_scales.clone()) for _ in range(copies)]
-    for target in (66, 132, 264, 528):
+    for target in [int(v) for v in os.environ.get("TARGETS", "132 264 528").split()]:
         os.environ["NVFP4LAB_DECODE_CTAS"] = str(target)
         splits = launch.decode_splits(groups, n, k, target)
         for dynamic in (False, True):

@@ -4,8 +4,9 @@
 and the weights in the decode layout (:mod:`decode_layout`), computed as ``zᵀ = W·xᵀ``
 with ``mma.sync.m16n8k16`` (16 output channels × 8 tokens per MMA, fp32 accumulation).
 
-* **Grid** ``(ceil(N / 256), splits, G)``, 256 threads. A CTA owns 256 output channels
-  (8 warps × 2 m-tiles of 16) of group g and one K slice of ``K / splits``.
+* **Grid** ``(ceil(N / C), splits, G)``, ``32·WARPS`` threads. A CTA owns ``C = 32·WARPS``
+  output channels (``WARPS`` warps × 2 m-tiles of 16) of group g and one K slice of
+  ``K / splits``.
 * **Prologue: the activation quantizer, fused.** The CTA quantizes its K slice of
   ``x[:, g]`` with exactly the quantizer's rounding steps (``quantize_activations.
   quantize_block``: same bytes as the CPU reference) and writes the decoded values
@@ -39,10 +40,10 @@ from nvfp4lab.kernels.decode_layout import K_CHUNK, SCALE_BIAS, SCALE_MULTIPLIER
 from nvfp4lab.kernels.grouped_gemm import ALPHA_POST, SCALE_PRE
 from nvfp4lab.kernels.quantize_activations import global_scale_of, quantize_block
 
-THREADS = 256
-WARPS = THREADS // 32
+WARPS = int(os.environ.get("NVFP4LAB_DECODE_WARPS", 8))  # experiments may override these two
+THREADS = 32 * WARPS
 M_TILES_PER_WARP = 2
-CHANNELS_PER_CTA = 16 * M_TILES_PER_WARP * WARPS  # 256
+CHANNELS_PER_CTA = 16 * M_TILES_PER_WARP * WARPS
 BATCH = 4  # 64-K chunks per register buffer
 MAX_SLICE = 1024  # K elements of one CTA's slice (its shared-memory B fragments)
 MAX_TOKENS = 16
@@ -167,7 +168,7 @@ def decode_forward_kernel(
     gs_w: cute.Tensor,  # (G,) fp32
     out: cute.Tensor,  # (T·G·N,) bf16
     partials: cute.Tensor,  # (splits·T·G·N,) fp32
-    counters: cute.Tensor,  # (G·ceil(N/256),) int32, zero between launches
+    counters: cute.Tensor,  # (G·ceil(N/C),) int32, zero between launches
     tokens: Int32,
     groups: Int32,
     n_out: Int32,

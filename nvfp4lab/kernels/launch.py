@@ -173,6 +173,11 @@ def decode_splits(groups: int, n: int, k: int, sms: int) -> int | None:
     return splits if k // splits <= decode_kernel.MAX_SLICE else None
 
 
+def decode_counters(groups: int, n: int, device) -> torch.Tensor:
+    """The decode kernel's per-tile split-K counters (zeros; every launch leaves them zero)."""
+    return torch.zeros(groups * -(-n // decode_kernel.CHANNELS_PER_CTA), dtype=torch.int32, device=device)
+
+
 def decode_supported(tokens: int, groups: int, k: int, n: int, sms: int = 132) -> bool:
     """Whether the one-launch decode forward takes this shape (else the quantizer + GEMM)."""
     return (0 < tokens <= decode_kernel.MAX_TOKENS and k % decode_kernel.K_CHUNK == 0 and n % 16 == 0
@@ -246,7 +251,7 @@ def decode_forward(x: torch.Tensor, scale_source: torch.Tensor, words: torch.Ten
     """The one-launch decode forward ``x (T, G, K)`` bf16 -> ``out (T, G, N)`` bf16 (T <= 16),
     weights in the decode layout (``decode_layout.pack_decode_weights``). ``scale_source``:
     static global scales or (``dynamic``) ``group_amax``'s result viewed as float32;
-    ``counters``: ``(G · ceil(N/256),)`` int32 zeros, left zero by every launch."""
+    ``counters``: from :func:`decode_counters`."""
     tokens, groups, k = x.shape
     n = out.shape[2]
     splits = decode_splits(groups, n, k, multiprocessors(x.device.index or 0))
