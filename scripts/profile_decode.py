@@ -17,7 +17,7 @@ if "--sweep" in sys.argv:
     weights = [(None, None, p.words.clone(), p.word_scales.clone()) for _ in range(copies)]
     for target in [int(v) for v in os.environ.get("TARGETS", "132 264 528").split()]:
         os.environ["NVFP4LAB_DECODE_CTAS"] = str(target)
-        splits = launch.decode_splits(groups, n, k, target)
+        splits = launch.decode_splits(groups, n, k, target, tokens)
         for dynamic in (False, True):
             us = time_graph(lambda i: p.forward(weights[i], dynamic=dynamic), copies)
             print(f"G,K,N={groups},{k},{n} T={tokens} dynamic={dynamic} CTA target {target}: splits {splits}: {us:.1f} µs")

@@ -45,7 +45,7 @@ THREADS = 32 * WARPS
 M_TILES_PER_WARP = 2
 CHANNELS_PER_CTA = 16 * M_TILES_PER_WARP * WARPS
 BATCH = 4  # 64-K chunks per register buffer
-MAX_SLICE = 1024  # K elements of one CTA's slice (its shared-memory B fragments)
+MAX_SLICE = 2048  # K elements of one CTA's slice for one token tile (32 KB of B fragments); half for two
 MAX_TOKENS = 16
 CTAS_PER_SM = int(os.environ.get("NVFP4LAB_DECODE_MINCTAS", 2))  # 2: registers capped at 128 per thread
 
@@ -203,7 +203,7 @@ def decode_forward_kernel(
         load_chunk(words, scales, ring_w, ring_s, i, Int32(i), chunks, tile_base, live, lane)
 
     allocator = cutlass.memory.SmemAllocator()
-    act = allocator.allocate_tensor(Uint32, cute.make_layout(MAX_SLICE * n_tiles * 8 // 2), 16)
+    act = allocator.allocate_tensor(Uint32, cute.make_layout(MAX_SLICE * 8 // 2), 16)
     flag = allocator.allocate_tensor(Int32, cute.make_layout(4), 16)
     gs_x = global_scale_of(group_scale, g, groups, dynamic, shared)
     quantize_slice(x, act, tidx, tokens, groups, g, k, chunk0 * K_CHUNK, chunks * (K_CHUNK // 16), gs_x, n_tiles)
@@ -312,7 +312,7 @@ def decode_forward(
     out = cute.make_tensor(out_ptr, cute.make_layout(tokens * groups * n_out))
     partials = cute.make_tensor(partials_ptr, cute.make_layout(splits * tokens * groups * n_out))
     counters = cute.make_tensor(counters_ptr, cute.make_layout(groups * n_blocks))
-    smem = MAX_SLICE * n_tiles * 8 * 2 + 16 + 64
+    smem = MAX_SLICE * 8 * 2 + 16 + 64
     decode_forward_kernel(x, group_scale, words, scales, gs_w, out, partials, counters, tokens, groups, n_out, k, splits,
                           n_tiles, dynamic, shared, split_k).launch(
         grid=[n_blocks, splits, groups], block=[THREADS, 1, 1], smem=smem, stream=stream,

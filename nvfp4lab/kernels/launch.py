@@ -161,16 +161,18 @@ def gemm_config(tokens: int | None, rows_per_group_hint: int) -> str:
     return "small" if count <= SMALL_TOKENS else "wgmma"
 
 
-def decode_splits(groups: int, n: int, k: int, sms: int) -> int | None:
+def decode_splits(groups: int, n: int, k: int, sms: int, tokens: int = 1) -> int | None:
     """K slices (a power of two dividing K/64) for the decode kernel: the fewest that give
-    every SM a CTA, each slice at most ``MAX_SLICE``; None when no split fits."""
+    every SM a CTA, each slice at most ``MAX_SLICE`` (half that for T > 8); None when no
+    split fits."""
+    max_slice = decode_kernel.MAX_SLICE // (1 if tokens <= 8 else 2)
     chunks = k // decode_kernel.K_CHUNK
     ctas = groups * -(-n // decode_kernel.CHANNELS_PER_CTA)
     sms = int(os.environ.get("NVFP4LAB_DECODE_CTAS", sms))  # experiments: the CTA count to reach
     splits = 1
-    while chunks % (2 * splits) == 0 and (k // splits > decode_kernel.MAX_SLICE or ctas * splits < sms):
+    while chunks % (2 * splits) == 0 and (k // splits > max_slice or ctas * splits < sms):
         splits *= 2
-    return splits if k // splits <= decode_kernel.MAX_SLICE else None
+    return splits if k // splits <= max_slice else None
 
 
 def decode_counters(groups: int, n: int, device) -> torch.Tensor:
@@ -181,7 +183,7 @@ def decode_counters(groups: int, n: int, device) -> torch.Tensor:
 def decode_supported(tokens: int, groups: int, k: int, n: int, sms: int = 132) -> bool:
     """Whether the one-launch decode forward takes this shape (else the quantizer + GEMM)."""
     return (0 < tokens <= decode_kernel.MAX_TOKENS and k % decode_kernel.K_CHUNK == 0 and n % 16 == 0
-            and decode_splits(groups, n, k, sms) is not None)
+            and decode_splits(groups, n, k, sms, tokens) is not None)
 
 
 # ------------------------------------------------------------------ launches
@@ -254,7 +256,7 @@ def decode_forward(x: torch.Tensor, scale_source: torch.Tensor, words: torch.Ten
     ``counters``: from :func:`decode_counters`."""
     tokens, groups, k = x.shape
     n = out.shape[2]
-    splits = decode_splits(groups, n, k, multiprocessors(x.device.index or 0))
+    splits = decode_splits(groups, n, k, multiprocessors(x.device.index or 0), tokens)
     partials = None
     if splits > 1:  # from torch's caching allocator: no sync, and graph-capturable
         partials = torch.empty(splits * tokens * groups * n, dtype=torch.float32, device=x.device)
