@@ -95,9 +95,11 @@ def test_split_count_targets_four_ctas_per_sm_and_keeps_k_stages():
     assert launch.split_count(ctas=64, k_tiles=64, sms=132, ctas_per_sm=2) == 4
 
 
-@pytest.mark.parametrize("n_tiles, dynamic, shared, split_k", [(1, False, True, True), (2, True, False, False)])
-def test_decode_forward_streams_weights_to_registers_and_decodes_in_few_integer_ops(n_tiles, dynamic, shared, split_k):
-    ops = instructions(launch.compile_decode_forward(n_tiles, dynamic, shared, split_k, keep_ptx=True))
+@pytest.mark.parametrize("n_tiles, dynamic, shared, split_k, guarded",
+                         [(1, False, True, True, True), (2, True, False, False, True), (1, False, False, True, False)])
+def test_decode_forward_streams_weights_to_registers_and_decodes_in_few_integer_ops(n_tiles, dynamic, shared, split_k,
+                                                                                    guarded):
+    ops = instructions(launch.compile_decode_forward(n_tiles, dynamic, shared, split_k, guarded, keep_ptx=True))
     mmas = ops["mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"]
     assert mmas == 2 * 4 * 4 * n_tiles  # 2 m-tiles × 4 chunks of a batch × 4 k16 steps × n-tiles, unrolled
     words = 2 * 4 * 4  # code words decoded per batch: per word 4 mul.rn.bf16x2, 13 integer ops

@@ -115,20 +115,53 @@ def mma_bf16(a, b, c, *, loc=None, ip=None):
 
 
 @cute.jit
+def load_tile_chunk(words: cute.Tensor, scales: cute.Tensor, ring_w: cute.Tensor, ring_s: cute.Tensor,
+                    slot: cutlass.Constexpr, m: cutlass.Constexpr, base: Int32, lane: Int32):
+    code_words = cute.make_tensor((words.iterator + base * 128 + lane * 4).align(16), cute.make_layout(4)).load()
+    scale_words = cute.make_tensor((scales.iterator + base * 16 + (lane // 4) * 2).align(8), cute.make_layout(2)).load()
+    for j in cutlass.range_constexpr(4):
+        ring_w[(slot * M_TILES_PER_WARP + m) * 4 + j] = code_words[j]
+    for j in cutlass.range_constexpr(2):
+        ring_s[(slot * M_TILES_PER_WARP + m) * 2 + j] = scale_words[j]
+
+
+@cute.jit
 def load_chunk(words: cute.Tensor, scales: cute.Tensor, ring_w: cute.Tensor, ring_s: cute.Tensor, slot: cutlass.Constexpr,
-               chunk: Int32, chunk_end: Int32, tile_base: cute.Tensor, live: cute.Tensor, lane: Int32):
-    """Load chunk ``chunk`` (if < ``chunk_end``) of both m-tiles into ring slot ``slot``:
-    4 code words and 2 scale words per lane and m-tile."""
+               chunk: Int32, chunk_end: Int32, tile_base: cute.Tensor, live: cute.Tensor, lane: Int32,
+               guarded: cutlass.Constexpr):
+    """Load chunk ``chunk`` of both m-tiles into ring slot ``slot``: 4 code words and 2
+    scale words per lane and m-tile. ``guarded``: only chunks < ``chunk_end`` of live
+    m-tiles; else (every m-tile live) past-the-end chunks reload the last one, so the
+    unrolled loop has no branch."""
     for m in cutlass.range_constexpr(M_TILES_PER_WARP):
-        if chunk < chunk_end and live[m] != 0:
-            base = tile_base[m] + chunk
-            code_words = cute.make_tensor((words.iterator + base * 128 + lane * 4).align(16), cute.make_layout(4)).load()
-            scale_words = cute.make_tensor((scales.iterator + base * 16 + (lane // 4) * 2).align(8),
-                                           cute.make_layout(2)).load()
-            for j in cutlass.range_constexpr(4):
-                ring_w[(slot * M_TILES_PER_WARP + m) * 4 + j] = code_words[j]
-            for j in cutlass.range_constexpr(2):
-                ring_s[(slot * M_TILES_PER_WARP + m) * 2 + j] = scale_words[j]
+        if cutlass.const_expr(guarded):
+            if chunk < chunk_end and live[m] != 0:
+                load_tile_chunk(words, scales, ring_w, ring_s, slot, m, tile_base[m] + chunk, lane)
+        else:
+            load_tile_chunk(words, scales, ring_w, ring_s, slot, m, tile_base[m] + cutlass.min(chunk, chunk_end - 1), lane)
+
+
+@cute.jit
+def consume_chunk(act: cute.Tensor, ring_w: cute.Tensor, ring_s: cute.Tensor, acc: cute.Tensor, i: cutlass.Constexpr,
+                  chunk: Int32, token_in_tile: Int32, swap: Int32, quad: Int32, n_tiles: cutlass.Constexpr):
+    """The MMAs of ring slot ``i`` (chunk ``chunk``): four k16 steps × 2 m-tiles × n-tiles."""
+    for step in cutlass.range_constexpr(4):
+        k_step = chunk * 4 + step
+        b_frag = cute.make_rmem_tensor((n_tiles * 2,), Uint32)
+        for nt in cutlass.range_constexpr(n_tiles):
+            row = (k_step * (n_tiles * 8) + nt * 8 + token_in_tile) * 8
+            b_frag[nt * 2] = act[row + quad + 4 * swap]
+            b_frag[nt * 2 + 1] = act[row + quad + 4 - 4 * swap]
+        for m in cutlass.range_constexpr(M_TILES_PER_WARP):
+            slot = i * M_TILES_PER_WARP + m
+            scale_word = ring_s[slot * 2 + step // 2]
+            a = decode_fragment(ring_w[slot * 4 + step], scale_multiplier(scale_word, (2 * step) % 4),
+                                scale_multiplier(scale_word, (2 * step + 1) % 4))
+            for nt in cutlass.range_constexpr(n_tiles):
+                base = (m * n_tiles + nt) * 4
+                c = mma_bf16(a, (b_frag[nt * 2], b_frag[nt * 2 + 1]), (acc[base], acc[base + 1], acc[base + 2], acc[base + 3]))
+                for e in cutlass.range_constexpr(4):
+                    acc[base + e] = c[e]
 
 
 @cute.jit
@@ -178,6 +211,7 @@ def decode_forward_kernel(
     dynamic: cutlass.Constexpr,
     shared: cutlass.Constexpr,
     split_k: cutlass.Constexpr,
+    guarded: cutlass.Constexpr,
 ):
     tidx, _, _ = cute.arch.thread_idx()
     n_block, split, g = cute.arch.block_idx()
@@ -200,7 +234,7 @@ def decode_forward_kernel(
     ring_w = cute.make_rmem_tensor((BATCH * M_TILES_PER_WARP * 4,), Uint32)
     ring_s = cute.make_rmem_tensor((BATCH * M_TILES_PER_WARP * 2,), Uint32)
     for i in cutlass.range_constexpr(BATCH):
-        load_chunk(words, scales, ring_w, ring_s, i, Int32(i), chunks, tile_base, live, lane)
+        load_chunk(words, scales, ring_w, ring_s, i, Int32(i), chunks, tile_base, live, lane, guarded)
 
     allocator = cutlass.memory.SmemAllocator()
     act = allocator.allocate_tensor(Uint32, cute.make_layout(MAX_SLICE * 8 // 2), 16)
@@ -218,28 +252,13 @@ def decode_forward_kernel(
     for batch in range(batches):
         for i in cutlass.range_constexpr(BATCH):
             chunk = batch * BATCH + i
-            if chunk < chunks:
-                for step in cutlass.range_constexpr(4):
-                    k_step = chunk * 4 + step
-                    b_frag = cute.make_rmem_tensor((n_tiles * 2,), Uint32)
-                    for nt in cutlass.range_constexpr(n_tiles):
-                        row = (k_step * (n_tiles * 8) + nt * 8 + token_in_tile) * 8
-                        b_frag[nt * 2] = act[row + quad + 4 * swap]
-                        b_frag[nt * 2 + 1] = act[row + quad + 4 - 4 * swap]
-                    for m in cutlass.range_constexpr(M_TILES_PER_WARP):
-                        slot = i * M_TILES_PER_WARP + m
-                        scale_word = ring_s[slot * 2 + step // 2]
-                        a = decode_fragment(ring_w[slot * 4 + step],
-                                            scale_multiplier(scale_word, (2 * step) % 4),
-                                            scale_multiplier(scale_word, (2 * step + 1) % 4))
-                        for nt in cutlass.range_constexpr(n_tiles):
-                            base = (m * n_tiles + nt) * 4
-                            c = mma_bf16(a, (b_frag[nt * 2], b_frag[nt * 2 + 1]),
-                                         (acc[base], acc[base + 1], acc[base + 2], acc[base + 3]))
-                            for e in cutlass.range_constexpr(4):
-                                acc[base + e] = c[e]
+            if cutlass.const_expr(guarded):
+                if chunk < chunks:
+                    consume_chunk(act, ring_w, ring_s, acc, i, chunk, token_in_tile, swap, quad, n_tiles)
+            else:
+                consume_chunk(act, ring_w, ring_s, acc, i, chunk, token_in_tile, swap, quad, n_tiles)
             # the slot is consumed: refill it with the chunk BATCH ahead (a register ring)
-            load_chunk(words, scales, ring_w, ring_s, i, chunk + BATCH, chunks, tile_base, live, lane)
+            load_chunk(words, scales, ring_w, ring_s, i, chunk + BATCH, chunks, tile_base, live, lane, guarded)
 
     alpha = (gs_x * gs_w[g]) * Float32(ALPHA_POST)
     # C fragment element e of (m, nt): channel row lane//4 (+8 for e >= 2), token 2·(lane%4) + e%2
@@ -301,6 +320,7 @@ def decode_forward(
     dynamic: cutlass.Constexpr,
     shared: cutlass.Constexpr,
     split_k: cutlass.Constexpr,
+    guarded: cutlass.Constexpr,
 ):
     """Host entry (``kernels.launch.decode_forward`` passes the tensors behind the pointers)."""
     n_blocks = (n_out + CHANNELS_PER_CTA - 1) // CHANNELS_PER_CTA
@@ -314,6 +334,6 @@ def decode_forward(
     counters = cute.make_tensor(counters_ptr, cute.make_layout(groups * n_blocks))
     smem = MAX_SLICE * 8 * 2 + 16 + 64
     decode_forward_kernel(x, group_scale, words, scales, gs_w, out, partials, counters, tokens, groups, n_out, k, splits,
-                          n_tiles, dynamic, shared, split_k).launch(
+                          n_tiles, dynamic, shared, split_k, guarded).launch(
         grid=[n_blocks, splits, groups], block=[THREADS, 1, 1], smem=smem, stream=stream,
         min_blocks_per_mp=CTAS_PER_SM, preferred_smem_carveout=100)

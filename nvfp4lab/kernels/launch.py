@@ -133,10 +133,11 @@ def _decode_args(x=None, source=None, words=None, scales=None, gs_w=None, out=No
 
 
 @functools.cache
-def compile_decode_forward(n_tiles: int, dynamic: bool, shared: bool, split_k: bool, keep_ptx: bool = False):
+def compile_decode_forward(n_tiles: int, dynamic: bool, shared: bool, split_k: bool, guarded: bool = True,
+                           keep_ptx: bool = False):
     compile_ = cute.compile[cute.KeepPTX()] if keep_ptx else cute.compile
     return compile_(decode_kernel.decode_forward, *_decode_args(), *[Int32(1)] * 5, make_fake_stream(), n_tiles, dynamic,
-                    shared, split_k)
+                    shared, split_k, guarded)
 
 
 @functools.cache
@@ -262,7 +263,9 @@ def decode_forward(x: torch.Tensor, scale_source: torch.Tensor, words: torch.Ten
     if splits > 1:  # from torch's caching allocator: no sync, and graph-capturable
         partials = torch.empty(splits * tokens * groups * n, dtype=torch.float32, device=x.device)
     n_tiles = 1 if tokens <= 8 else 2
-    compile_decode_forward(n_tiles, dynamic, shared, splits > 1)(
+    # no bounds checks in the main loop when every warp has channels and the ring divides the slice
+    guarded = n % decode_kernel.CHANNELS_PER_CTA != 0 or (k // 64 // splits) % decode_kernel.BATCH != 0
+    compile_decode_forward(n_tiles, dynamic, shared, splits > 1, guarded)(
         *_decode_args(x, scale_source, words, scales.view(torch.int32), gs_w, out, partials, counters),
         Int32(tokens), Int32(groups), Int32(n), Int32(k), Int32(splits), stream_of(x.device),
     )
