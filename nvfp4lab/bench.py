@@ -4,7 +4,9 @@ For each ``(G, K, N)`` and token count T it times, in one run on one card:
 
 * ``bf16_bmm``      torch.bmm in bf16 (cuBLAS): the baseline every ratio refers to;
 * ``fp8_scaled_mm`` torch._scaled_grouped_mm, FP8 E4M3 with per-token / per-channel
-                    scales (GEMM only; the activation cast is not timed);
+                    scales (GEMM only; the activation cast is not timed). Not the
+                    serving stacks' blockwise recipe (1×128 activation, 128×128 weight
+                    blocks), which this benchmark does not run;
 * ``sketch``        the original sketch's structure from nvfp4lab's own kernels: a
                     Python loop quantizing each group separately, scattering it into
                     the padded operand, the grouped GEMM into the padded output, then
