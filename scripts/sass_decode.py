@@ -7,12 +7,13 @@ import re
 import subprocess
 import sys
 
-import cutlass.cute as cute
-from cutlass import Int32
-from cutlass.cute.runtime import make_fake_stream
+from nvfp4lab import kernels  # first: it points CuTeDSL's dump folder away from the working tree
 
-from nvfp4lab import kernels
-from nvfp4lab.kernels import decode_gemm, launch
+import cutlass.cute as cute  # noqa: E402
+from cutlass import Int32  # noqa: E402
+from cutlass.cute.runtime import make_fake_stream  # noqa: E402
+
+from nvfp4lab.kernels import decode_gemm, launch  # noqa: E402
 
 n_tiles = int(sys.argv[1]) if len(sys.argv) > 1 else 1
 compiled = cute.compile[cute.KeepCUBIN()](decode_gemm.decode_forward, *launch._decode_args(), *[Int32(1)] * 5,

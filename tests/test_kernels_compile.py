@@ -113,3 +113,20 @@ def test_decode_forward_streams_weights_to_registers_and_decodes_in_few_integer_
     assert ops["atom.global.acq_rel.add.u32"] == int(split_k) and ops["fence.acq_rel.gpu;"] == 2 * split_k
     assert ops["div.rn.f32"] == 4 + dynamic and ops["cvt.rn.satfinite.e4m3x2.f32"] == 1  # the quantizer's rounding
     assert not any(op.startswith(("fma.rn.ftz", "mul.ftz", "div.approx", "div.full")) for op in ops)
+
+
+def test_decode_splits_give_about_two_ctas_per_sm_within_the_shared_memory_slice():
+    assert launch.decode_splits(8, 1024, 4096, sms=132) == 8  # 32 CTAs × 8 = 256
+    assert launch.decode_splits(16, 1024, 4096, sms=132) == 4  # 64 × 4
+    assert launch.decode_splits(8, 1536, 8192, sms=132) == 8  # 48 × 8 = 384
+    assert launch.decode_splits(8, 1536, 8192, sms=8) == 4  # few SMs: only the 2048-element slice limit
+    assert launch.decode_splits(8, 1536, 8192, sms=8, tokens=16) == 8  # two token tiles: 1024-element slices
+    assert launch.decode_splits(1, 256, 64 * 33, sms=132) is None  # 33 chunks: no power-of-two split fits
+
+
+def test_decode_path_takes_only_the_shapes_it_supports():
+    assert launch.decode_supported(16, 8, 4096, 1024) and launch.decode_supported(1, 2, 128, 384)
+    assert not launch.decode_supported(17, 8, 4096, 1024)  # two token tiles at most
+    assert not launch.decode_supported(0, 8, 4096, 1024)
+    assert not launch.decode_supported(1, 8, 96, 1024)  # K % 64
+    assert not launch.decode_supported(1, 8, 4096, 1000)  # N % 16

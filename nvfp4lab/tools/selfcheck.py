@@ -13,7 +13,7 @@ import torch
 
 from nvfp4lab import Nvfp4GroupedLinear, layouts, quantize_nvfp4, run_nvfp4_grouped_gemm
 from nvfp4lab.gemm import cutedsl_grouped_gemm
-from nvfp4lab.kernels import launch
+from nvfp4lab.kernels import gpu_supported, launch
 from nvfp4lab.layouts import ROW_TILE, round_up
 from nvfp4lab.quantize import NVFP4Tensor, dynamic_global_scale
 
@@ -54,6 +54,9 @@ def check_gemm(tokens: int, groups: int, k: int, n: int) -> None:
 
 
 def main() -> int:
+    if not gpu_supported(torch.device("cuda")):
+        print("selfcheck: needs a CUDA GPU with compute capability >= 9.0 and CuTeDSL (nvidia-cutlass-dsl)")
+        return 2
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
     for shape in ((1, 3, 96), (7, 2, 48), (129, 5, 64), (300, 2, 1040)):

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from nvfp4lab import Nvfp4GroupedLinear
+from nvfp4lab.kernels import gpu_supported
 
 TOKEN_COUNTS = (1, 5, 64, 130, 257)
 TOLERANCE = 2e-3  # relative Frobenius error, as tests/gpu (fp32 summation order only)
@@ -69,6 +70,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--replays", type=int, default=300)
     args = parser.parse_args()
+    if not gpu_supported(torch.device("cuda")):
+        parser.error("needs a CUDA GPU with compute capability >= 9.0 and CuTeDSL (nvidia-cutlass-dsl)")
+    if args.replays < 1:
+        parser.error(f"--replays must be >= 1; got {args.replays}")
     worst = soak(args.replays)
     print(f"soak: {2 * args.replays} graph replays over T in {TOKEN_COUNTS}, worst relative error {worst:.2e}")
     return 0
