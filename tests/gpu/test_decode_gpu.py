@@ -10,7 +10,7 @@ from nvfp4lab.formats import e2m1_float_from_code, e4m3_float_from_byte, pack_e2
 from nvfp4lab.kernels import launch
 from nvfp4lab.kernels.decode_layout import pack_decode_weights
 
-from test_kernels_gpu import CUDA, SHAPES, activations, assert_within_summation_order
+from test_kernels_gpu import CUDA, SHAPES, activations, assert_within_summation_order, capture_graph
 
 MODES = [("shared", "static"), ("per_group", "dynamic"), ("per_group", "static"), ("shared", "dynamic")]
 
@@ -72,13 +72,7 @@ def test_decode_forward_replays_in_a_cuda_graph_with_new_inputs(tokens):
     layers = layers_for(groups, k, n, "per_group", "dynamic")
     layer = layers["cutedsl"]
     static_o = activations(tokens, groups, k, seed=1).view(tokens, groups * 8, 512).clone()
-    layer(static_o)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
-        static_z = layer(static_o)
-    torch.cuda.current_stream().wait_stream(stream)
+    graph, static_z = capture_graph(lambda: layer(static_o))
     for seed in range(4):
         static_o.copy_(activations(tokens, groups, k, seed=50 + seed).view(tokens, groups * 8, 512))
         graph.replay()

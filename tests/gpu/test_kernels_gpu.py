@@ -94,6 +94,19 @@ def gemm_operands(tokens, groups, k, n, seed=0):
     return (data.view(torch.float4_e2m1fn_x2), mat_b, scales.view(torch.float8_e4m3fn), scale_b, offsets, used, gs_b)
 
 
+def capture_graph(call):
+    """Capture ``call()`` in a CUDA graph on a side stream (after one warm-up call that
+    compiles outside the capture); returns ``(graph, the captured call's output)``."""
+    call()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
+        out = call()
+    torch.cuda.current_stream().wait_stream(stream)
+    return graph, out
+
+
 def assert_within_summation_order(out, ref):
     """Relative Frobenius error < 2e-3 and every element within 2 bf16 ulps of the
     reference (ulp of the larger of |ref| and 2^-10·rms, so cancellations to ~0 do not
@@ -150,13 +163,7 @@ def test_linear_on_cuda_matches_the_reference_layer_and_replays_in_a_cuda_graph(
     cuda_layer.check_finite = False
     static_o = torch.zeros(77, groups * hpg, d, dtype=torch.bfloat16, device=CUDA)
     static_o.copy_(activations(77, groups, hpg * d, seed=1).view(77, groups * hpg, d))
-    cuda_layer(static_o)  # warm-up: compiles outside the capture
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
-        static_z = cuda_layer(static_o)
-    torch.cuda.current_stream().wait_stream(stream)
+    graph, static_z = capture_graph(lambda: cuda_layer(static_o))
     for seed in range(3):
         o = activations(77, groups, hpg * d, seed=100 + seed).view(77, groups * hpg, d)
         static_o.copy_(o)
