@@ -57,7 +57,7 @@ sns.histplot(bits.numpy(), discrete=True, ax=ax, label="E2M1 value × E4M3 scale
 ax.axvline(8.5, color="C3", ls="--", label="bf16 keeps 8 significant bits")
 ax.set(xlabel="significant bits of the product", ylabel="products", xlim=(0, 10),
        title="Every E2M1 × E4M3 product fits in bf16")
-ax.legend(loc="upper left")
+ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
 save_figure(fig, "01_product_bits")
 
 # %%

@@ -40,7 +40,7 @@ def plot(results, title, name):
                 dodge=False, ax=ax)
     for y, (db, fraction) in enumerate(zip(frame["worst_group_sqnr_db"], frame["clipped_fraction"])):
         note = f"{db:.2f} dB" + (f", clips {fraction:.1e}" if fraction > 0 else "")
-        ax.text(db + 0.2, y, note, va="center", fontsize=8)
+        ax.text(db + 0.2, y, note, va="center", fontsize=8, bbox=dict(facecolor="white", edgecolor="none", pad=0.5))
     for r, style in zip([r for r in results if r.recipe in ("w4a16", "fp8 (1x128 act, 128x128 wt)")], (":", "--")):
         ax.axvline(r.worst_group_sqnr_db, color="grey", ls=style, label=f"{r.recipe}: {r.worst_group_sqnr_db:.1f} dB")
     for label in ax.get_yticklabels():
@@ -49,7 +49,8 @@ def plot(results, title, name):
     top = max(frame["worst_group_sqnr_db"].max(), *(r.worst_group_sqnr_db for r in results if r.recipe != "bf16"))
     ax.set(xlim=(0, top * 1.25), xlabel="worst-group z SQNR on held-out tokens (dB, axis from 0)", ylabel="",
            title=title)
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), title="")
+    handles, labels = ax.get_legend_handles_labels()  # the bars' clipping colours and the baselines
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1), title="worst-group z SQNR")
     save_figure(fig, name)
 
 
@@ -81,7 +82,7 @@ drift = experiments.drift_of_static_scales(FAST)
 frame = pd.concat([pd.DataFrame(rows).assign(calibration=name) for name, rows in drift.items()])
 worst = frame.groupby(["scenario", "calibration"], sort=False).agg(
     worst_db=("sqnr_db", "min"), clipped=("clipped_fraction", "max")).reset_index()
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
 sns.barplot(worst, x="scenario", y="worst_db", hue="calibration", ax=axes[0], legend=False)
 sns.barplot(worst, x="scenario", y="clipped", hue="calibration", ax=axes[1])
 axes[0].set(xlabel="", ylabel="worst-group z SQNR (dB)", title="worst-group z SQNR")
@@ -91,7 +92,7 @@ for ax in axes:
     for label in ax.get_xticklabels():
         label.set_horizontalalignment("right")
 sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.01, 1), title="static per-group scale")
-fig.suptitle("Headroom ×4 stops the clipping at no cost when nothing clips", y=1.02)
+fig.suptitle("Headroom ×4 stops the clipping at no cost when nothing clips")
 save_figure(fig, "05_headroom_drift")
 
 # %% [markdown]
