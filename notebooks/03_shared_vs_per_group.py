@@ -51,7 +51,8 @@ show("F02-global-scale-asymmetry")
 
 # %%
 rows = pd.DataFrame(experiments.shared_vs_per_group(FAST)["rows"])
-labels = {"shared_quietest_group_db": "one shared static scale", "per_group_quietest_group_db": "per-group static scales"}
+labels = {"shared_quietest_group_db": "one shared static scale",
+          "per_group_quietest_group_db": "per-group static scales"}
 long = rows.melt(id_vars="spread_decades", value_vars=list(labels), var_name="global scale",
                  value_name="quietest group's z SQNR (dB)").replace({"global scale": labels})
 fig, ax = plt.subplots(figsize=(7, 3.2))

@@ -39,6 +39,10 @@ frame.pivot_table(index=["shape", "T"], columns="contender", values="speedup_vs_
 # %%
 if len(frame):
     cards = sorted(frame["card"].unique())
+    names = {"bf16_bmm": "bf16 torch.bmm (baseline)", "fp8_scaled_mm": "FP8 torch._scaled_grouped_mm",
+             "sketch": "the original sketch's structure", "nvfp4_gemm": "NVFP4 grouped GEMM (quantized operands)",
+             "nvfp4_fused": "NVFP4 forward (fused quantizer + GEMM)"}
+    frame["contender"] = frame["contender"].map(lambda name: names.get(name, name))
     frame["shape"] = "G, K, N = " + frame["shape"]
     grid = sns.relplot(frame, x="T", y="speedup_vs_bf16", hue="contender", style="card" if len(cards) > 1 else None,
                        col="shape", kind="line", marker="o", height=3, aspect=1.1)

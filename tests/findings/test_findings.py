@@ -50,7 +50,8 @@ def test_finding(finding, request, pins):
     assert finding.id in pins, f"no pinned numbers for {finding.id}: run with NVFP4LAB_UPDATE_PINS=1"
     for key, pinned in pins[finding.id].items():
         value = float(numbers[key])
-        assert math.isclose(value, pinned, abs_tol=tolerance(key, pinned)), f"{finding.id}.{key}: {value} (pinned {pinned})"
+        assert math.isclose(value, pinned, abs_tol=tolerance(key, pinned)), (
+            f"{finding.id}.{key}: {value} (pinned {pinned})")
     assert set(numbers) == set(pins[finding.id]), f"{finding.id}: numbers and pins differ in their keys"
 
 
