@@ -76,7 +76,9 @@ x_hat = dequantize_nvfp4(quantize_nvfp4(x))
 relative = ((x_hat - x).abs() / x.abs().clamp(min=1e-12)).flatten()
 fig, ax = plt.subplots(figsize=(7, 3))
 sns.histplot(relative[relative < 1.01].numpy(), bins=100, ax=ax)
-ax.set(xlabel="|x̂ − x| / |x|", ylabel="elements", title="per-element relative error, dynamic global scale")
+ax.set(xlabel="|x̂ − x| / |x|", ylabel="elements", title="Per-element relative error, dynamic global scale")
+ax.annotate("small elements rounded to 0\n(relative error 1)", xy=(1.0, ax.get_ylim()[1] * 0.8),
+            xytext=(0.62, ax.get_ylim()[1] * 0.6), arrowprops=dict(arrowstyle="->", color="grey"))
 save_figure(fig, "01_relative_error")
 
 # %% [markdown]

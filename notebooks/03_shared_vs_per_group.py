@@ -17,6 +17,7 @@ import seaborn as sns
 from nvfp4lab.study import experiments
 from nvfp4lab.study.findings import by_id
 from nvfp4lab.study.paths import from_root
+from nvfp4lab.study.plots import drift_bars
 from nvfp4lab.study.style import apply_style, save_figure
 
 apply_style()
@@ -72,16 +73,8 @@ show("F03-shared-scale-breaks-at-4-decades")
 report = experiments.drift_of_static_scales(FAST)
 frame = pd.DataFrame(report["max"])
 frame["group"] = "group " + frame["group"].astype(str)
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
-sns.barplot(frame, x="scenario", y="sqnr_db", hue="group", ax=axes[0], legend=False)
-sns.barplot(frame, x="scenario", y="clipped_fraction", hue="group", ax=axes[1])
-axes[0].set(xlabel="", ylabel="z SQNR per group (dB)", title="z SQNR per group")
-axes[1].set(xlabel="", ylabel="clipped fraction of elements", title="clipped activation elements per group")
-for ax in axes:
-    ax.tick_params(axis="x", rotation=30)
-    for label in ax.get_xticklabels():
-        label.set_horizontalalignment("right")
-sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.01, 1), title="")
-fig.suptitle("Static per-group max scales under drift (calibrated on the calibration set)")
+fig = drift_bars(frame, "group", ("sqnr_db", "z SQNR per group (dB)"),
+                 ("clipped_fraction", "clipped fraction of the group's elements"), "",
+                 "Static per-group max scales under drift (calibrated on the calibration set)")
 save_figure(fig, "03_drift_max_static")
 show("F04-static-scales-clip-on-upward-drift")

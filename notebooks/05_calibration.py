@@ -18,6 +18,7 @@ from nvfp4lab import evaluation
 from nvfp4lab.study import experiments
 from nvfp4lab.study.findings import by_id
 from nvfp4lab.study.paths import from_root
+from nvfp4lab.study.plots import drift_bars
 from nvfp4lab.study.style import apply_style, save_figure
 
 apply_style()
@@ -82,17 +83,9 @@ drift = experiments.drift_of_static_scales(FAST)
 frame = pd.concat([pd.DataFrame(rows).assign(calibration=name) for name, rows in drift.items()])
 worst = frame.groupby(["scenario", "calibration"], sort=False).agg(
     worst_db=("sqnr_db", "min"), clipped=("clipped_fraction", "max")).reset_index()
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
-sns.barplot(worst, x="scenario", y="worst_db", hue="calibration", ax=axes[0], legend=False)
-sns.barplot(worst, x="scenario", y="clipped", hue="calibration", ax=axes[1])
-axes[0].set(xlabel="", ylabel="worst-group z SQNR (dB)", title="worst-group z SQNR")
-axes[1].set(xlabel="", ylabel="clipped fraction (worst group)", title="clipped activation elements")
-for ax in axes:
-    ax.tick_params(axis="x", rotation=30)
-    for label in ax.get_xticklabels():
-        label.set_horizontalalignment("right")
-sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.01, 1), title="static per-group scale")
-fig.suptitle("Headroom ×4 stops the clipping at no cost when nothing clips")
+fig = drift_bars(worst, "calibration", ("worst_db", "worst-group z SQNR (dB)"),
+                 ("clipped", "clipped fraction (most-clipped group)"), "static per-group scale",
+                 "Headroom ×4 stops the clipping at no cost when nothing clips")
 save_figure(fig, "05_headroom_drift")
 
 # %% [markdown]
