@@ -78,15 +78,17 @@ def execute_notebook(path: Path, out_dir: Path, fast: bool, data_dir: Path, time
 
 def findings_markdown(records: list[dict], fast: bool, conditions: str, figures: Path | None) -> str:
     """``findings.md``: the conditions, then per finding its claim, whether it holds, its
-    notebook, test and figure (a link relative to ``findings.md``, given that the figures
-    lie in ``figures`` next to it; ``None`` when they do not)."""
+    notebook, test and figure: a link relative to ``findings.md`` (the figures lie in
+    ``figures`` next to it; ``None`` when they do not), or a note when the file is missing."""
     lines = [f"# nvfp4lab findings ({'fast' if fast else 'full'} mode)", "", conditions, "## Findings", ""]
     for r in records:
         lines += [f"### {r['id']} — {'holds' if r['holds'] else 'DOES NOT HOLD'}", "", r["claim"], ""]
         where = f"Notebook `notebooks/{r['notebook']}.py`; pinned by `{r['test']}`."
-        if r["figure"] and figures is not None:
+        if r["figure"] and figures is not None and (figures / f"{r['figure']}.png").is_file():
             where += f" Figure: [{r['figure']}](figures/{r['figure']}.png)"
             lines += [where, "", f"![{r['figure']}](figures/{r['figure']}.png)", ""]
+        elif r["figure"]:
+            lines += [where + f" Figure `{r['figure']}` was not produced by this run.", ""]
         else:
             lines += [where, ""]
     return "\n".join(lines)

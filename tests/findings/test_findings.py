@@ -103,3 +103,5 @@ def test_findings_markdown_links_each_figure_relative_to_itself(tmp_path):
     assert links and all((tmp_path / link).is_file() for link in links)
     assert "DOES NOT HOLD" in text and text.index("## Conditions") < text.index("F-a")
     assert "](" not in text.split("F-b")[1]
+    records[0]["figure"] = "03_never_drawn"
+    assert "`03_never_drawn` was not produced" in findings_markdown(records, True, "", tmp_path / "figures")
