@@ -73,8 +73,8 @@ show("F03-shared-scale-breaks-at-4-decades")
 report = experiments.drift_of_static_scales(FAST)
 frame = pd.DataFrame(report["max"])
 frame["group"] = "group " + frame["group"].astype(str)
-fig = drift_bars(frame, "group", ("sqnr_db", "z SQNR per group (dB)"),
-                 ("clipped_fraction", "clipped fraction of the group's elements"), "",
+fig = drift_bars(frame, "group", ("sqnr_db", "z SQNR of each group"),
+                 ("clipped_fraction", "clipped activation elements of each group"), "",
                  "Static per-group max scales under drift (calibrated on the calibration set)")
 save_figure(fig, "03_drift_max_static")
 show("F04-static-scales-clip-on-upward-drift")

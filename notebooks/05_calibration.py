@@ -83,8 +83,8 @@ drift = experiments.drift_of_static_scales(FAST)
 frame = pd.concat([pd.DataFrame(rows).assign(calibration=name) for name, rows in drift.items()])
 worst = frame.groupby(["scenario", "calibration"], sort=False).agg(
     worst_db=("sqnr_db", "min"), clipped=("clipped_fraction", "max")).reset_index()
-fig = drift_bars(worst, "calibration", ("worst_db", "worst-group z SQNR (dB)"),
-                 ("clipped", "clipped fraction (most-clipped group)"), "static per-group scale",
+fig = drift_bars(worst, "calibration", ("worst_db", "worst-group z SQNR"),
+                 ("clipped", "clipped activation elements, most-clipped group"), "static per-group scale",
                  "Headroom ×4 stops the clipping at no cost when nothing clips")
 save_figure(fig, "05_headroom_drift")
 

@@ -40,7 +40,8 @@ def synthetic_data(fast: bool, data_dir) -> str:
         "- weights W (G, K, N): Gaussian / √K, each output channel × "
         f"10^-U(0, {c.weight_channel_spread_decades:g})\n"
         f"- token sets of T = {t} tokens each: **calibration** = seed 1, **held-out evaluation** = seed 2 "
-        "(independent random streams of the same model); every SQNR below is measured on the held-out set\n"
+        "(independent random streams of the same model); every z SQNR below is measured on the held-out set (F02's "
+        "activation SQNR on the calibration set)\n"
         "- F03 sets the head spread to 0 and multiplies group g by 10^(−spread·g/(G−1)), so the last group is the "
         "quietest; F04/F05 derive drift scenarios from the held-out set (×4, ×1/4, 1 % new outlier tokens ×16)"
     )

@@ -6,15 +6,16 @@ from __future__ import annotations
 def drift_bars(frame, hue: str, sqnr: tuple[str, str], clipped: tuple[str, str], legend_title: str, title: str):
     """Two bar panels over the drift scenarios of ``frame`` (a pandas DataFrame with a
     ``scenario`` column): z SQNR and clipped fraction, bars split by ``hue``. ``sqnr`` and
-    ``clipped`` are ``(column, axis label)``; the one legend sits outside, right. Returns
+    ``clipped`` are ``(column, panel title)``; the one legend sits outside, right. Returns
     the figure."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
-    for ax, (column, label), legend in zip(axes, (sqnr, clipped), (False, True)):
+    for ax, (column, label), unit, legend in zip(axes, (sqnr, clipped), ("z SQNR (dB)", "fraction of elements"),
+                                                 (False, True)):
         sns.barplot(frame, x="scenario", y=column, hue=hue, ax=ax, legend=legend)
-        ax.set(xlabel="", ylabel=label, title=label)
+        ax.set(xlabel="drift scenario", ylabel=unit, title=label)
         ax.tick_params(axis="x", rotation=30)
         for tick in ax.get_xticklabels():
             tick.set_horizontalalignment("right")
