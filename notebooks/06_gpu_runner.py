@@ -13,17 +13,16 @@ DATA_DIR = "data/generated/minilm"
 
 # %%
 import json
-from pathlib import Path
 
 import pandas as pd
 import seaborn as sns
 import torch
 
+from nvfp4lab.study.paths import project_root
 from nvfp4lab.study.style import apply_style, save_figure
 
 apply_style()
-root = Path.cwd() if (Path.cwd() / "bench").is_dir() else Path.cwd().parent
-files = sorted((root / "bench" / "results").glob("*.json"))
+files = sorted((project_root() / "bench" / "results").glob("*.json"))
 rows = []
 for path in files:
     data = json.loads(path.read_text())
@@ -39,11 +38,21 @@ frame.pivot_table(index=["shape", "T"], columns="contender", values="speedup_vs_
 
 # %%
 if len(frame):
-    grid = sns.relplot(frame, x="T", y="speedup_vs_bf16", hue="contender", col="shape", kind="line", marker="o",
-                       height=3, aspect=1.1)
+    cards = sorted(frame["card"].unique())
+    names = {"bf16_bmm": "bf16 torch.bmm (baseline)", "fp8_scaled_mm": "FP8 torch._scaled_grouped_mm",
+             "sketch": "the original sketch's structure", "nvfp4_gemm": "NVFP4 grouped GEMM (quantized operands)",
+             "nvfp4_fused": "NVFP4 forward (fused quantizer + GEMM)"}
+    frame["contender"] = frame["contender"].map(lambda name: names.get(name, name))
+    frame["shape"] = "G, K, N = " + frame["shape"]
+    grid = sns.relplot(frame, x="T", y="speedup_vs_bf16", hue="contender", style="card" if len(cards) > 1 else None,
+                       col="shape", kind="line", marker="o", height=3, aspect=1.1)
     grid.set(xscale="log")
+    grid.set_axis_labels("tokens T", "speed-up over bf16 bmm (×)")
+    grid.set_titles("{col_name}")
     for ax in grid.axes.flat:
         ax.axhline(1.0, color="grey", ls=":")
+    grid.figure.suptitle(f"Grouped GEMM speed-up over bf16 on {', '.join(cards)} (bench/results)", y=1.04)
+    grid.legend.set_title("contender")
     save_figure(grid.figure, "06_speedup_vs_bf16")
 
 # %%

@@ -29,6 +29,24 @@ def oracle_quantize(x: np.ndarray, global_scale: np.ndarray) -> tuple[np.ndarray
     return codes.reshape(rows, k), scale.view(np.uint8)
 
 
+def oracle_dequantize(packed: np.ndarray, scale_bytes: np.ndarray, global_scale) -> np.ndarray:
+    """NVFP4 dequantization written independently of nvfp4lab: unpack the nibbles (element
+    2i low, 2i+1 high), decode codes and scale bytes with ml_dtypes, then
+    ``(e2m1 · scale) · gs`` in numpy float32.
+
+    ``packed``: (rows, K/2) uint8; ``scale_bytes``: (rows, K/16) uint8; ``global_scale``:
+    float32 scalar or (rows,). Returns (rows, K) float32.
+    """
+    rows = packed.shape[0]
+    codes = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(rows, -1)
+    values = codes.astype(np.uint8).view(ml_dtypes.float4_e2m1fn).astype(np.float32)
+    scales = scale_bytes.astype(np.uint8).view(ml_dtypes.float8_e4m3fn).astype(np.float32)
+    gs = np.asarray(global_scale, np.float32).reshape(-1, 1, 1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        blocks = (values.reshape(rows, -1, 16) * scales[..., None]).astype(np.float32) * gs
+    return blocks.astype(np.float32).reshape(rows, -1)
+
+
 def heavy_tailed(shape, generator, dtype=torch.bfloat16):
     """Gaussian with a few large outliers and a per-row magnitude spread."""
     x = torch.randn(shape, generator=generator)

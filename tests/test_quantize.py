@@ -4,9 +4,10 @@ import math
 
 import pytest
 import torch
-from helpers import heavy_tailed, oracle_quantize
+from helpers import heavy_tailed, oracle_dequantize, oracle_quantize
 
 from nvfp4lab import dequantize_nvfp4, dynamic_global_scale, global_scale_from_amax, quantize_nvfp4
+from nvfp4lab.quantize import NVFP4Tensor
 from nvfp4lab.formats import E2M1_GRID, unpack_e2m1
 
 
@@ -56,13 +57,22 @@ def test_per_group_global_scale_broadcasts_over_dim_minus_2(rng):
 
 
 def test_dequantized_values_are_grid_times_scale_times_global_scale(rng):
-    x = heavy_tailed((8, 64), rng)
-    q = quantize_nvfp4(x)
-    d = dequantize_nvfp4(q)
-    grid = torch.tensor(E2M1_GRID + tuple(-v for v in E2M1_GRID))
-    unit = dequantize_nvfp4(q, apply_global_scale=False).reshape(8, 4, 16) / q.scales.to(torch.float32)[..., None]
-    assert torch.isin(unit, grid).all()
-    assert torch.equal(d, (dequantize_nvfp4(q, apply_global_scale=False) * q.global_scale))
+    """Every code (0..15) with every finite scale byte and a per-row global scale, against
+    the independent numpy/ml_dtypes dequantizer, bit for bit."""
+    scale_bytes = torch.tensor([b for b in range(256) if b not in (0x7F, 0xFF)], dtype=torch.uint8)
+    rows, blocks = 4, scale_bytes.numel()
+    packed = torch.randint(0, 256, (rows, blocks * 8), generator=rng, dtype=torch.uint8)
+    packed[0, :8] = torch.tensor([0x10, 0x32, 0x54, 0x76, 0x98, 0xBA, 0xDC, 0xFE], dtype=torch.uint8)  # codes 0..15
+    scales = scale_bytes[torch.randperm(blocks, generator=rng)].repeat(rows, 1)
+    gs = torch.tensor([1.0, 2.0**-20, 3.7e-3, 1.0 / 2688], dtype=torch.float32)
+    q = NVFP4Tensor(packed.view(torch.float4_e2m1fn_x2), scales.view(torch.float8_e4m3fn), gs,
+                    torch.Size((rows, blocks * 16)), torch.float32, group_dim=0)
+    expected = oracle_dequantize(packed.numpy(), scales.numpy(), gs.numpy())
+    assert torch.equal(dequantize_nvfp4(q), torch.from_numpy(expected))
+    assert torch.equal(dequantize_nvfp4(q, apply_global_scale=False),
+                       torch.from_numpy(oracle_dequantize(packed.numpy(), scales.numpy(), 1.0)))
+    first_scale = float(scales[0, 0].view(torch.float8_e4m3fn))  # row 0 has gs = 1
+    assert dequantize_nvfp4(q)[0, :16].tolist() == [v * first_scale for v in E2M1_GRID + tuple(-v for v in E2M1_GRID)]
 
 
 def test_zero_blocks_get_scale_byte_0_and_zero_codes():
@@ -113,9 +123,16 @@ def test_static_global_scale_too_small_clips_at_6_x_448_x_gs():
 
 def test_multiplier_is_capped_so_tiny_tensors_do_not_make_nan():
     x = torch.zeros(1, 32)
-    x[0, 0] = 1e-38  # gs floors at 2^-126, block scale ~0.0066 -> multiplier overflows float32
+    x[0, 0] = 1e-38  # gs floors at 2^-126, block scale ~0.14 -> (1/gs)/s overflows float32
     q = quantize_nvfp4(x)
-    assert torch.isfinite(dequantize_nvfp4(q)).all()
+    assert q.global_scale.item() == 2.0**-126
+    # capped at FLT_MAX: y = 1e-38 · 3.4028e38 = 3.40 -> code 5 (value 3); an Inf multiplier
+    # would saturate it to code 7 and turn the block's zeros into 0·Inf = NaN
+    y = torch.tensor(1e-38) * torch.finfo(torch.float32).max
+    assert 3.0 < y.item() < 3.5
+    assert codes_of(q)[0].tolist() == [5] + [0] * 31
+    d = dequantize_nvfp4(q)
+    assert d[0, 0].item() == 3.0 * q.scales.to(torch.float32)[0, 0].item() * 2.0**-126 and (d[0, 1:] == 0).all()
     assert_matches_oracle(x, q)
 
 
@@ -126,6 +143,55 @@ def test_nan_poisons_only_its_block_when_checks_are_off():
     assert q.scales.view(torch.uint8)[0, 0] == 0x7F
     d = dequantize_nvfp4(q)
     assert torch.isnan(d[0, :16]).all() and (d[0, 16:] == 1).all()
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf])
+def test_inf_with_a_static_scale_saturates_its_block_and_is_clipped_when_checks_are_off(bad):
+    x = torch.ones(1, 32)
+    x[0, 3] = bad
+    q = quantize_nvfp4(x, 1.0 / 2688, check_finite=False)
+    assert q.scales.view(torch.uint8).tolist() == [[0x7E, 0x7E]]  # 448, like the finite block
+    d = dequantize_nvfp4(q)
+    assert d[0, 3] == math.copysign(6 * 448 / 2688, bad)  # clipped to ±6·448·gs = ±1
+    assert torch.equal(d, x.clamp(-1, 1))
+
+
+def test_nan_with_the_dynamic_global_scale_makes_the_whole_tensor_nan_when_checks_are_off():
+    x = torch.ones(2, 3, 32)
+    x[0, 1, 3] = math.nan
+    q = quantize_nvfp4(x, check_finite=False)  # gs = amax / 2688 = NaN
+    assert torch.isnan(q.global_scale)
+    assert (q.scales.view(torch.uint8) & 0x7F == 0x7F).all()  # every scale byte NaN
+    assert torch.isnan(dequantize_nvfp4(q)).all()
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf])
+def test_inf_with_the_dynamic_global_scale_makes_every_value_nan_when_checks_are_off(bad):
+    x = torch.ones(2, 3, 32)
+    x[0, 1, 3] = bad
+    q = quantize_nvfp4(x, check_finite=False)  # gs = Inf
+    scale_bytes = q.scales.view(torch.uint8)
+    assert torch.isinf(q.global_scale)
+    assert scale_bytes[0, 1, 0] & 0x7F == 0x7F  # Inf / Inf: NaN
+    others = torch.ones_like(scale_bytes, dtype=torch.bool)
+    others[0, 1, 0] = False
+    assert (scale_bytes[others] == 0).all()  # finite / Inf: scale 0, and 0 · Inf is NaN
+    assert torch.isnan(dequantize_nvfp4(q)).all()
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+@pytest.mark.parametrize("sharing", ["shared", "per_group"])
+def test_a_non_finite_dynamic_scale_from_scale_modes_is_rejected_by_name(bad, sharing):
+    from nvfp4lab.scale_modes import ScaleMode
+
+    x = torch.ones(2, 3, 32)
+    x[0, 1, 3] = bad
+    gs = ScaleMode(sharing, "dynamic").global_scale(x)
+    assert not torch.isfinite(gs[1])
+    if sharing == "per_group":  # only the group holding the value gets a non-finite scale
+        assert torch.isfinite(gs[[0, 2]]).all()
+    with pytest.raises(ValueError, match="global_scale must be finite"):
+        quantize_nvfp4(x, gs, check_finite=False)
 
 
 @pytest.mark.parametrize(

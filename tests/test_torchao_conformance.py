@@ -9,6 +9,8 @@ treats the same way. The documented differences, each pinned below:
    both dequantize to 0.
 3. A global amax of 0 gives torchao a global scale of 0 and NaN block scales; nvfp4lab
    floors the global scale at 2^-126 and gives zeros.
+4. 0 < amax < 2688·2^-126: torchao's global scale is a float32 subnormal, nvfp4lab's is
+   floored at 2^-126, so every block scale byte differs.
 """
 
 import pytest
@@ -81,3 +83,19 @@ def test_difference_3_all_zero_tensor_is_nan_in_torchao_and_zero_here():
     their_scales, _ = torchao_quantize(x, torchao_nvfp4.per_tensor_amax_to_scale(x.abs().max()))
     assert torch.isnan(their_scales.view(torch.float8_e4m3fn).float()).all()
     assert (dequantize_nvfp4(quantize_nvfp4(x)) == 0).all()
+
+
+def test_difference_4_a_tiny_amax_floors_the_global_scale_and_changes_every_scale_byte():
+    """0 < amax < 2688·2^-126: torchao's global scale amax/2688 is a float32 subnormal;
+    nvfp4lab floors it at 2^-126, so every block scale is smaller than torchao's (the top
+    block's is no longer 448) and every scale byte differs."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 64, generator=g) * 1e-36
+    amax = x.abs().max()
+    assert 0 < amax < 2688 * 2.0**-126
+    theirs = torchao_nvfp4.per_tensor_amax_to_scale(amax)
+    q = quantize_nvfp4(x)
+    assert q.global_scale.item() == 2.0**-126 and theirs.item() == (amax / 2688).item() < 2.0**-126
+    their_scales, _ = torchao_quantize(x, theirs)
+    assert their_scales.max() == 0x7E  # torchao: the top block gets 448
+    assert (q.scales.view(torch.uint8) < their_scales).all()

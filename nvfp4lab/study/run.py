@@ -2,10 +2,12 @@
 ``reports/findings.md``.
 
 For each ``notebooks/NN_*.py`` (Jupytext percent format) it replaces the cell tagged
-``parameters`` with ``FAST`` / ``DATA_DIR``, executes it with nbclient, and writes the
-executed ``.ipynb`` and an ``.html`` next to the figures (``reports/figures``, PNG and
+``parameters`` with ``FAST`` / ``DATA_DIR``, executes it with nbclient (kernel in the
+project root, matplotlib inline) and writes the executed ``.ipynb`` and an ``.html`` with
+the figures inline; the notebooks also save each figure under ``<out>/figures`` (PNG and
 SVG). Then it recomputes every finding (``nvfp4lab.study.findings``) and writes
-``findings.md`` and ``findings.json``: each claim with its numbers and whether it holds.
+``findings.md`` (the conditions and definitions, then each claim with its numbers, whether
+it holds and a link to its figure) and ``findings.json``.
 Real-model tensors are captured first when ``DATA_DIR`` has none. Exit status 1 when a
 finding does not hold.
 """
@@ -19,9 +21,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from nvfp4lab.study.paths import project_root
 from nvfp4lab.validation import check_writable_folder
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = project_root()
 NOTEBOOKS = ROOT / "notebooks"
 
 
@@ -41,7 +44,18 @@ def notebook_paths() -> list[Path]:
     return paths
 
 
-def execute_notebook(path: Path, out_dir: Path, fast: bool, data_dir: Path, timeout: int = 1800) -> Path:
+def kernel_environment() -> dict[str, str]:
+    """The notebook kernel's environment: ours, with matplotlib's inline backend forced (a
+    ``MPLBACKEND=Agg`` from the caller would keep every figure out of the notebook and
+    its HTML)."""
+    return {**os.environ, "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+
+
+def execute_notebook(path: Path, out_dir: Path, fast: bool, data_dir: Path, timeout: int = 1800,
+                     cwd: Path = ROOT) -> Path:
+    """Execute ``path`` (kernel started in ``cwd``) with ``FAST``/``DATA_DIR`` in its
+    ``parameters`` cell; write ``out_dir/<stem>.ipynb`` and ``.html`` with the figures
+    inline. Returns the ``.ipynb`` path."""
     import jupytext
     import nbformat
     from nbclient import NotebookClient
@@ -54,7 +68,7 @@ def execute_notebook(path: Path, out_dir: Path, fast: bool, data_dir: Path, time
         raise ValueError(f"{path.name} has no cell tagged 'parameters'")
     tagged[0].source = parameters
     NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT)}}).execute()
+                   resources={"metadata": {"path": str(cwd)}}).execute(env=kernel_environment())
     target = out_dir / f"{path.stem}.ipynb"
     nbformat.write(notebook, target)
     html, _ = HTMLExporter().from_notebook_node(notebook)
@@ -62,22 +76,39 @@ def execute_notebook(path: Path, out_dir: Path, fast: bool, data_dir: Path, time
     return target
 
 
+def findings_markdown(records: list[dict], fast: bool, conditions: str, figures: Path | None) -> str:
+    """``findings.md``: the conditions, then per finding its claim, whether it holds, its
+    notebook, test and figure: a link relative to ``findings.md`` (the figures lie in
+    ``figures`` next to it; ``None`` when they do not), or a note when the file is missing."""
+    lines = [f"# nvfp4lab findings ({'fast' if fast else 'full'} mode)", "", conditions, "## Findings", ""]
+    for r in records:
+        lines += [f"### {r['id']} — {'holds' if r['holds'] else 'DOES NOT HOLD'}", "", r["claim"], ""]
+        where = f"Notebook `notebooks/{r['notebook']}.py`; pinned by `{r['test']}`."
+        if r["figure"] and figures is not None and (figures / f"{r['figure']}.png").is_file():
+            where += f" Figure: [{r['figure']}](figures/{r['figure']}.png)"
+            lines += [where, "", f"![{r['figure']}](figures/{r['figure']}.png)", ""]
+        elif r["figure"]:
+            lines += [where + f" Figure `{r['figure']}` was not produced by this run.", ""]
+        else:
+            lines += [where, ""]
+    return "\n".join(lines)
+
+
 def write_findings(out_dir: Path, fast: bool, data_dir: Path) -> bool:
+    from nvfp4lab.study.conditions import conditions_markdown
     from nvfp4lab.study.findings import FINDINGS
 
-    lines = [f"# nvfp4lab findings ({'fast' if fast else 'full'} mode)", ""]
-    records, all_hold = [], True
+    records = []
     for finding in tqdm(FINDINGS, desc="findings"):
         numbers = finding.compute(fast, data_dir)
-        holds = bool(finding.holds(numbers))
-        all_hold &= holds
-        lines += [f"## {finding.id} — {'holds' if holds else 'DOES NOT HOLD'}", "", finding.statement(numbers), "",
-                  f"Notebook `notebooks/{finding.notebook}.py`; pinned by `{finding.test}`.", ""]
-        records.append({"id": finding.id, "holds": holds, "claim": finding.statement(numbers),
+        records.append({"id": finding.id, "holds": bool(finding.holds(numbers)), "claim": finding.statement(numbers),
+                        "notebook": finding.notebook, "test": finding.test, "figure": finding.figure,
                         "numbers": {k: float(v) for k, v in numbers.items()}})
-    (out_dir / "findings.md").write_text("\n".join(lines))
+    figures = out_dir / "figures"
+    text = findings_markdown(records, fast, conditions_markdown(fast, data_dir), figures if figures.is_dir() else None)
+    (out_dir / "findings.md").write_text(text)
     (out_dir / "findings.json").write_text(json.dumps(records, indent=1))
-    return all_hold
+    return all(r["holds"] for r in records)
 
 
 def run(fast: bool, out: str = "reports", data: str = "data/generated/minilm") -> int:
@@ -85,7 +116,6 @@ def run(fast: bool, out: str = "reports", data: str = "data/generated/minilm") -
     check_writable_folder(out_dir)
     ensure_real_data(data_dir)
     os.environ["NVFP4LAB_FIGURES"] = str(out_dir / "figures")
-    os.environ.setdefault("MPLBACKEND", "Agg")
     start = time.time()
     for path in tqdm(notebook_paths(), desc=f"notebooks ({'fast' if fast else 'full'})"):
         execute_notebook(path, out_dir, fast, data_dir)

@@ -10,12 +10,14 @@ def apply_style() -> None:
 
 
 def save_figure(fig, name: str, directory=None) -> None:
-    """Save ``fig`` as ``<directory>/<name>.png`` and ``.svg`` (directory defaults to the
-    ``NVFP4LAB_FIGURES`` environment variable, else ``reports/figures``)."""
-    import os
+    """Save ``fig`` as ``<directory>/<name>.png`` and ``.svg``; ``directory`` defaults to
+    :func:`nvfp4lab.study.paths.figures_dir`. The figure stays open, so a notebook also
+    shows it inline."""
     from pathlib import Path
 
-    directory = Path(directory or os.environ.get("NVFP4LAB_FIGURES", "reports/figures"))
+    from nvfp4lab.study.paths import figures_dir
+
+    directory = Path(directory) if directory is not None else figures_dir()
     directory.mkdir(parents=True, exist_ok=True)
     for suffix in ("png", "svg"):
         fig.savefig(directory / f"{name}.{suffix}", dpi=120, bbox_inches="tight")

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from nvfp4lab import Nvfp4GroupedLinear, layouts, quantize_nvfp4, run_nvfp4_grouped_gemm
+from nvfp4lab.formats import unpack_e2m1
 from nvfp4lab.gemm import cutedsl_grouped_gemm
 from nvfp4lab.kernels import launch
 from nvfp4lab.layouts import ROW_TILE, round_up
@@ -73,12 +74,20 @@ def test_quantizer_edge_magnitudes_bytes_equal():
     x = torch.zeros(5, 2, 64)
     x[0, 0] = torch.tensor([2.0**-133, 1e-38, 3e38, -3e38] * 16)[:64]
     x[1, 1] = torch.linspace(-1, 1, 64) * 1e-20
-    x[2, 0, :16] = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 6.0] * 2)  # tie points at gs=1/…
-    x = x.to(torch.bfloat16).to(CUDA)
-    for mode in ("shared dynamic", "per_group dynamic"):
-        data, scales, used, source = kernel_operand(x, mode)
-        ref_data, ref_scales, _ = reference_operand(x, mode, source)
-        assert torch.equal(data.cpu(), ref_data) and torch.equal(scales.cpu(), ref_scales)
+    # E2M1 tie points in a tensor of their own: amax 10.5 gives gs = 1/256 exactly, the tie
+    # block's scale 256 and an element multiplier of exactly 1, so the ties reach the
+    # rounding as they are (next to the 3e38 above they would all quantize to zero)
+    ties = torch.zeros(2, 2, 64)
+    ties[0, :, :16] = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 6.0] * 2)
+    ties[1, :, 16:32] = 10.5
+    for tensor in (x, ties):
+        tensor = tensor.to(torch.bfloat16).to(CUDA)
+        for mode in ("shared dynamic", "per_group dynamic"):
+            data, scales, used, source = kernel_operand(tensor, mode)
+            ref_data, ref_scales, _ = reference_operand(tensor, mode, source)
+            assert torch.equal(data.cpu(), ref_data) and torch.equal(scales.cpu(), ref_scales)
+    codes = unpack_e2m1(quantize_nvfp4(ties.to(torch.bfloat16)).data)[0, 0, :8].tolist()
+    assert codes == [0, 2, 2, 4, 4, 6, 6, 7]  # ties to the even code: 0, 1, 1, 2, 2, 4, 4, 6
 
 
 def gemm_operands(tokens, groups, k, n, seed=0):
