@@ -4,7 +4,8 @@
 * ``nvfp4lab demo [--tokens T] [--spread S] [--seed N]``: the V4-Flash error table;
 * ``nvfp4lab capture [--out DIR]``: real attention outputs from all-MiniLM-L6-v2;
 * ``nvfp4lab calibrate --activations A.safetensors [--weights W.safetensors] --groups G
-  [--out DIR]``: every recipe and mode on your tensors, and a recommendation.
+  [--out DIR] [--device auto|cpu|cuda]``: every recipe and mode on your tensors, and a
+  recommendation (relative paths start from the current folder).
 """
 
 from __future__ import annotations
