@@ -130,15 +130,18 @@ def evaluate(calibration: torch.Tensor, held_out: torch.Tensor, weights: torch.T
     device = torch.device(device) if device is not None else held_out.device
     w = weights.to(device, torch.float32)
     groups = held_out.shape[1]
-    w64 = w.double()
-    w_bf16 = w.to(torch.bfloat16).double()
+    # Peak memory: calibration first (the MSE searches' temporaries are freed before the
+    # evaluation's float64 weights exist), then the quantized weights (large temporaries),
+    # then the plain conversions.
+    static = _static_scales(calibration, w, device, batch_tokens, mse_sample_tokens, progress)
     w_hat = baselines.nvfp4_weights(w)
     w_fp8 = baselines.fp8_weights(w) if held_out.shape[-1] % 128 == 0 and w.shape[-1] % 128 == 0 else None
+    w64 = w.double()
+    w_bf16 = w.to(torch.bfloat16).double()
 
     amax = streaming.group_amax(held_out, chunk_elements).to(device)
     dynamic = {"per_group": global_scale_from_amax(amax), "shared": global_scale_from_amax(amax.max()).expand(groups)}
     to_four_over_six = GLOBAL_SCALE_DIVISOR / FOUR_OVER_SIX_DIVISOR
-    static = _static_scales(calibration, w, device, batch_tokens, mse_sample_tokens, progress)
     empty = held_out[:0].to(device, torch.float32)
 
     rows = [_Row("bf16", "-"), _Row("w4a16", "-")] + ([_Row("fp8 (1x128 act, 128x128 wt)", "-")] if w_fp8 is not None else [])
