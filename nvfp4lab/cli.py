@@ -4,7 +4,8 @@
 * ``nvfp4lab demo [--tokens T] [--spread S] [--seed N]``: the V4-Flash error table;
 * ``nvfp4lab capture [--out DIR]``: real attention outputs from all-MiniLM-L6-v2;
 * ``nvfp4lab calibrate --activations A.safetensors [--weights W.safetensors] --groups G
-  [--out DIR]``: every recipe and mode on your tensors, and a recommendation.
+  [--out DIR] [--device auto|cpu|cuda]``: every recipe and mode on your tensors, and a
+  recommendation (relative paths start from the current folder).
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--weights", default=None, help="safetensors file with weights (G, K, N) or (G*N, K)")
     calibrate.add_argument("--weights-key", default=None)
     calibrate.add_argument("--groups", type=_positive_int, required=True, help="G, the number of groups")
-    calibrate.add_argument("--out", default="calibration-report", help="output folder (default calibration-report)")
+    calibrate.add_argument("--out", default="calibration-report",
+                           help="output folder, created on success (default calibration-report in the current folder)")
+    calibrate.add_argument("--device", default="auto",
+                           help="where to compute: auto (cuda when there is a GPU, else cpu), cpu, cuda, cuda:N")
     return parser
 
 
@@ -75,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             return calibrate_command.run(args.activations, args.groups, args.weights, args.out,
-                                         args.activations_key, args.weights_key)
+                                         args.activations_key, args.weights_key, args.device)
         except (ValueError, TypeError) as error:
             print(f"nvfp4lab calibrate: error: {error}", file=sys.stderr)
             return 2

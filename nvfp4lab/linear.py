@@ -6,9 +6,18 @@ goes to every group. Weights are NVFP4 with one global scale per group (dynamic,
 the weight itself); activations are NVFP4 with a global scale that is either shared by
 all groups or one per group, and either static (calibrated with
 :meth:`compute_activation_global_scale`, or set) or dynamic (from each input).
+
+The forward is :meth:`Nvfp4GroupedLinear.run` (``layer(o)`` and ``layer.forward(o)``
+call it). It is also registered as the custom op ``torch.ops.nvfp4lab.grouped_linear``
+(``torch.library.custom_op``, with a fake implementation for shapes), which ``run``
+calls while ``torch.compile`` traces: compiled model code (``fullgraph=True``, and
+CUDA graphs with ``mode="reduce-overhead"``) sees the layer as one opaque op.
 """
 
 from __future__ import annotations
+
+import itertools
+import weakref
 
 import torch
 
@@ -18,6 +27,32 @@ from nvfp4lab.gemm import run_nvfp4_grouped_gemm
 from nvfp4lab.layouts import ROW_TILE, grouped_a_operand, grouped_b_operand, round_up
 from nvfp4lab.quantize import NVFP4Tensor, dynamic_global_scale, quantize_nvfp4
 from nvfp4lab.scale_modes import SHARINGS, SOURCES, ScaleMode
+
+
+_LAYERS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # op handle -> layer
+_HANDLES = itertools.count()
+
+
+def _layer(handle: int) -> Nvfp4GroupedLinear:
+    layer = _LAYERS.get(handle)
+    if layer is None:
+        raise RuntimeError(f"nvfp4lab::grouped_linear: layer {handle} no longer exists")
+    return layer
+
+
+@torch.library.custom_op("nvfp4lab::grouped_linear", mutates_args=())
+def grouped_linear(o: torch.Tensor, layer: int) -> torch.Tensor:
+    """The forward of the layer with handle ``layer`` as one op: ``o (T, H, D)`` bf16 ->
+    a new ``z (T, G, N)`` bf16 tensor (a copy of the layer's output buffer)."""
+    return _layer(layer)._forward(o).clone()
+
+
+@grouped_linear.register_fake
+def _grouped_linear_fake(o: torch.Tensor, layer: int) -> torch.Tensor:
+    module = _layer(layer)
+    module._check_call(o)
+    module._check_input(o, "o")
+    return o.new_empty((o.shape[0], module.groups, module.out_features), dtype=torch.bfloat16)
 
 
 class Nvfp4GroupedLinear:
@@ -43,8 +78,9 @@ class Nvfp4GroupedLinear:
     kernel launches at most (amax, quantizer, GEMM) with no host-device synchronisation
     and no Python loop over groups, so it can be captured in a CUDA graph.
 
-    The output of a call is a view of the layer's pre-allocated output buffer: valid
-    until the next call (clone it to keep it).
+    The output of an eager call is a view of the layer's pre-allocated output buffer:
+    valid until the next call (clone it to keep it). Under ``torch.compile`` the call is
+    the custom op ``nvfp4lab::grouped_linear``, whose output is a new tensor.
     """
 
     def __init__(
@@ -101,6 +137,8 @@ class Nvfp4GroupedLinear:
         self._z = torch.empty((max_num_tokens, g, n), dtype=torch.bfloat16, device=self.device)
         if backend == "cutedsl":
             self._allocate_kernel_buffers()
+        self._handle = next(_HANDLES)  # the custom op finds the layer by this number
+        _LAYERS[self._handle] = self
 
     def _allocate_kernel_buffers(self) -> None:
         g, k = self.groups, self.in_features
@@ -154,7 +192,8 @@ class Nvfp4GroupedLinear:
             self._decode_counters = decode_counters(self.groups, self.out_features, self.device)
 
     # ------------------------------------------------------ activation scales
-    def _grouped_view(self, o: torch.Tensor, name: str) -> torch.Tensor:
+    def _check_input(self, o: torch.Tensor, name: str) -> None:
+        """Type, dtype, shape and device checks that need no data (also run while tracing)."""
         v.check_tensor(o, name)
         v.check_dtype(o, name, (torch.bfloat16,))
         v.check_ndim(o, name, 3, "(T, H, D)")
@@ -163,6 +202,9 @@ class Nvfp4GroupedLinear:
             raise ValueError(f"{name} must be (T, H={h}, D={self.head_dim}); got {tuple(o.shape)}")
         if o.device != self.device:
             raise ValueError(f"{name} is on {o.device}, the layer on {self.device}")
+
+    def _grouped_view(self, o: torch.Tensor, name: str) -> torch.Tensor:
+        self._check_input(o, name)
         if self.check_finite and v.finite_check_allowed(o):
             v.check_finite(o, name)
         return o.reshape(o.shape[0], self.groups, self.in_features)
@@ -198,13 +240,36 @@ class Nvfp4GroupedLinear:
         mode = ScaleMode(self.activation_scale, self.activation_scale_source)
         return quantize_nvfp4(x, mode.global_scale(x, self.activation_global_scale), check_finite=False)
 
+    def run(self, o: torch.Tensor) -> torch.Tensor:
+        """The forward: ``o (T, H, D)`` bf16 -> ``z (T, G, N)`` bf16,
+        ``z[t, g] = x̂[t, g] @ Ŵ_g`` with ``x = o.view(T, G, K)`` (see the class docstring).
+
+        Eager: a view of the layer's output buffer. While ``torch.compile`` traces it: the
+        custom op ``torch.ops.nvfp4lab.grouped_linear`` (same numbers, a new tensor)."""
+        if torch.compiler.is_compiling():
+            return torch.ops.nvfp4lab.grouped_linear(o, self._handle)
+        return self._forward(o)
+
     def __call__(self, o: torch.Tensor) -> torch.Tensor:
-        """``o (T, H, D)`` bf16 -> ``z (T, G, N)`` bf16 (a view of the output buffer)."""
+        """``layer(o)`` is :meth:`run`."""
+        return self.run(o)
+
+    def forward(self, o: torch.Tensor) -> torch.Tensor:
+        """``layer.forward(o)`` is :meth:`run` (for code written for ``nn.Module``)."""
+        return self.run(o)
+
+    def _check_call(self, o: torch.Tensor) -> int | None:
+        """The layer is ready and ``o`` fits its buffers; returns T (None if ``o`` is not 3-D)."""
         if self._mat_b is None:
             raise RuntimeError("call set_bf16_weight() and finalize_weights() before the forward")
         tokens = o.shape[0] if isinstance(o, torch.Tensor) and o.dim() == 3 else None
         if tokens is not None and tokens > self.max_num_tokens:
             raise ValueError(f"o has T={tokens} tokens, more than max_num_tokens={self.max_num_tokens}")
+        return tokens
+
+    def _forward(self, o: torch.Tensor) -> torch.Tensor:
+        """The eager forward into the output buffer (the custom op's implementation)."""
+        tokens = self._check_call(o)
         if self.backend == "cutedsl":
             return self._forward_kernels(self._grouped_view(o, "o"))
         q = self.quantize_activations(o)

@@ -55,9 +55,20 @@ def check_same_device(tensors: dict[str, torch.Tensor], device: torch.device) ->
 def normalize_device(device) -> torch.device:
     """``torch.device`` with an explicit index for CUDA (``"cuda"`` -> ``cuda:<current>``),
     so that it compares equal to ``tensor.device``."""
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
+    try:
+        device = torch.device(device) if device is not None else torch.device("cpu")
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must name a torch device such as 'cpu' or 'cuda'; got {device!r}") from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"device={str(device)!r} was asked for, but {why}; use device='cpu' "
+                             "(or device='cuda' if torch.cuda.is_available() else 'cpu')")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        elif device.index >= torch.cuda.device_count():
+            raise ValueError(f"device={str(device)!r} was asked for, but only {torch.cuda.device_count()} "
+                             "CUDA device(s) are visible")
     return device
 
 

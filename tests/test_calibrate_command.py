@@ -2,17 +2,26 @@
 
 import hashlib
 import json
+import time
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from nvfp4lab import calibrate_command, evaluation
 from nvfp4lab.cli import main
 
 
 def write(path, **tensors):
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
     return str(path)
+
+
+def strict_json(text):
+    def reject(constant):
+        raise AssertionError(f"not strict JSON: {constant}")
+
+    return json.loads(text, parse_constant=reject)
 
 
 @pytest.fixture
@@ -29,29 +38,126 @@ def test_calibrate_writes_report_json_and_plot_and_leaves_inputs_untouched(user_
     out = tmp_path / "report"
     assert main(["calibrate", "--activations", acts, "--weights", weights, "--groups", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "Recommended:" in printed and "| mse output | per_group static |" in printed
-    data = json.loads((out / "calibration.json").read_text())
-    assert data["recommendation"]["recipe"] and len(data["results"]) >= 20
-    assert (out / "calibration.png").stat().st_size > 1000 and "Recommended" in (out / "calibration.md").read_text()
+    assert "| mse output | per_group static |" in printed
+    data = strict_json((out / "calibration.json").read_text())
+    recommended = data["recommendation"]
+    assert len(data["results"]) >= 20 and data["rule"] == evaluation.RULE
+    for suffix in ("png", "svg"):
+        assert (out / f"calibration.{suffix}").stat().st_size > 1000
     assert before == [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in (acts, weights)]
+    # The recommendation: stated after the rule, and the one marked row is the recommended one.
+    for text in (printed, (out / "calibration.md").read_text()):
+        assert text.index("Rule: among the NVFP4 W4A4 rows") < text.index("Chosen:")
+        marked = [line for line in text.splitlines() if "◀ recommended" in line]
+        assert len(marked) == 1 and marked[0].startswith(f"| {recommended['recipe']} | {recommended['mode']} |")
+    assert f"Recommended: {recommended['recipe']} with {recommended['mode']}" in printed
 
 
-def test_calibrate_errors_are_clear(user_tensors, tmp_path, capsys):
-    acts, weights = user_tensors
+def test_the_recommendation_states_the_rule_when_a_static_row_wins_over_a_better_dynamic_one():
+    rows = [evaluation.Result("bf16", "-", 50, 50, 0, 0),
+            evaluation.Result("dynamic", "shared dynamic", 17.9, 17.75, 0, 0),
+            evaluation.Result("max", "shared static", 17.9, 17.73, 0, 0),
+            evaluation.Result("percentile", "shared static", 18.5, 18.0, 1e-4, 0)]
+    choice, why = evaluation.recommend(rows)
+    assert (choice.recipe, choice.mode) == ("max", "shared static")  # clipping excludes the 18.0 row
+    assert why.startswith("Rule: ") and "0.1 dB" in why and "dynamic, shared dynamic at 17.75 dB" in why
+    table = evaluation.markdown_table(rows, chosen=choice)
+    assert [line.split(" | ")[0] for line in table.splitlines() if "◀ recommended" in line] == ["| max"]
+    with pytest.raises(ValueError, match="undefined"):
+        evaluation.recommend(rows + [evaluation.Result("mse", "shared static", float("nan"), float("nan"), 0, 0)])
+
+
+def test_report_json_is_strict_and_writes_an_infinite_sqnr_as_null():
+    rows = [evaluation.Result("dynamic", "shared dynamic", float("inf"), float("inf"), 0.0, 0.0)]
+    data = strict_json(calibrate_command.report_json(rows, rows[0], "why"))
+    assert data["results"][0]["sqnr_db"] is None and data["results"][0]["clipped_fraction"] == 0.0
+
+
+def test_relative_paths_and_the_default_output_folder_belong_to_the_current_folder(user_tensors, tmp_path,
+                                                                                    monkeypatch, capsys):
+    acts, _ = user_tensors
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert main(["calibrate", "--activations", "../acts.safetensors", "--groups", "2"]) == 0
+    assert (here / "calibration-report" / "calibration.md").is_file()
+    assert "written: calibration-report/calibration.md" in capsys.readouterr().out
+
+
+def bad_inputs(tmp_path, acts, weights):
     nan = torch.zeros(100, 2, 64)
     nan[3, 1, 2] = float("nan")
-    cases = [
+    inf = torch.randn(100, 2, 64)
+    inf[90, 0, 7] = float("inf")
+    quiet_end = torch.randn(100, 2, 64)
+    quiet_end[60:, 1] = 0  # group 1 silent in the held-out tokens
+    return [
         (["--activations", str(tmp_path / "missing.safetensors"), "--groups", "2"], "not found"),
+        (["--activations", str(tmp_path), "--groups", "2"], "is a folder"),
         (["--activations", acts, "--groups", "3"], "not divisible by groups=3"),
         (["--activations", acts, "--groups", "2", "--activations-key", "nope"], "no tensor 'nope'"),
         (["--activations", write(tmp_path / "few.safetensors", a=torch.randn(40, 2, 64)), "--groups", "2"], "too few tokens"),
+        (["--activations", write(tmp_path / "empty.safetensors", a=torch.zeros(0, 12, 64)), "--groups", "4"], "no tokens"),
+        (["--activations", write(tmp_path / "hollow.safetensors", a=torch.zeros(80, 0, 64)), "--groups", "4"],
+         "empty dimension"),
+        (["--activations", write(tmp_path / "zeros.safetensors", a=torch.zeros(100, 12, 64)), "--groups", "4"],
+         "all zero"),
+        (["--activations", write(tmp_path / "quiet.safetensors", a=quiet_end), "--groups", "2"],
+         "group(s) [1] are all zero in the held-out tokens"),
         (["--activations", write(tmp_path / "nan.safetensors", a=nan), "--groups", "2"], "non-finite"),
+        (["--activations", write(tmp_path / "inf.safetensors", a=inf), "--groups", "2"], "index (90, 0, 7)"),
+        (["--activations", write(tmp_path / "rank.safetensors", a=torch.randn(100, 128)), "--groups", "2"], "3-D"),
         (["--activations", write(tmp_path / "int.safetensors", a=torch.ones(80, 2, 64, dtype=torch.int32)), "--groups", "2"],
          "floating point"),
+        (["--activations", write(tmp_path / "k.safetensors", a=torch.randn(80, 2, 24)), "--groups", "2"], "multiple of 16"),
         (["--activations", acts, "--weights", write(tmp_path / "bad_w.safetensors", w=torch.ones(3, 5)), "--groups", "2"],
          "weights 'w' must be"),
+        (["--activations", acts, "--weights", write(tmp_path / "zero_w.safetensors", w=torch.zeros(2, 128, 16)),
+          "--groups", "2"], "all zero"),
         (["--activations", acts, "--groups", "2", "--out", "/proc/forbidden"], "cannot write"),
+        (["--activations", acts, "--groups", "2", "--out", weights], "is a file"),
     ]
-    for argv, message in cases:
+
+
+def test_bad_input_is_one_clear_line_exit_2_fast_and_leaves_no_output(user_tensors, tmp_path, monkeypatch, capsys):
+    acts, weights = user_tensors
+    monkeypatch.chdir(tmp_path)
+    for argv, message in bad_inputs(tmp_path, acts, weights):
+        out = tmp_path / "new" / "report"
+        if "--out" not in argv:
+            argv = [*argv, "--out", str(out)]
+        start = time.perf_counter()
         assert main(["calibrate", *argv]) == 2, argv
-        assert message in capsys.readouterr().err, message
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert time.perf_counter() - start < 10, argv  # checked before the evaluation
+        assert not (tmp_path / "new").exists() and not (tmp_path / "calibration-report").exists(), argv
+
+
+def test_cuda_on_a_machine_without_it_is_a_clear_error(user_tensors, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    acts, _ = user_tensors
+    assert main(["calibrate", "--activations", acts, "--groups", "2", "--device", "cuda",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "device='cuda' was asked for" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_run_that_fails_midway_removes_only_what_it_created(user_tensors, tmp_path, monkeypatch):
+    acts, _ = user_tensors
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C during the evaluation
+
+    monkeypatch.setattr(evaluation, "evaluate", crash)
+    fresh = tmp_path / "a" / "b"
+    with pytest.raises(KeyboardInterrupt):
+        calibrate_command.run(acts, 2, None, str(fresh), progress=False)
+    assert not (tmp_path / "a").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(KeyboardInterrupt):
+        calibrate_command.run(acts, 2, None, str(mine), progress=False)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]

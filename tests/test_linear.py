@@ -156,3 +156,65 @@ def test_all_zero_input_and_all_zero_groups_give_exact_zeros():
     z = layer(o)
     assert (z[:, 0] == 0).all() and (z[:, 1] != 0).any()
     assert (layer(torch.zeros_like(o)) == 0).all()
+
+
+# ------------------------------------------------------------------ the API: run, custom op, compile
+def test_run_call_forward_and_the_custom_op_give_the_same_bytes():
+    layer, _ = make_layer("bmm", "per_group", "dynamic")
+    o = attention_output(50)
+    z = layer.run(o).clone()
+    assert torch.equal(layer(o), z) and torch.equal(layer.forward(o), z)
+    via_op = torch.ops.nvfp4lab.grouped_linear(o, layer._handle)
+    assert torch.equal(via_op, z) and via_op.data_ptr() != layer(o).data_ptr()  # the op returns a new tensor
+    result = torch.library.opcheck(torch.ops.nvfp4lab.grouped_linear.default, (o, layer._handle))
+    assert set(result.values()) == {"SUCCESS"}, result
+
+
+class TwoCalls(torch.nn.Module):
+    """Model code around the layer: two calls (an eager call returns a view of the
+    layer's buffer, valid until the next call, so the first result is used before)."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, o):
+        first = self.layer(o * 0.5).float().relu()
+        second = self.layer(o)
+        return first + 2 * second.float()
+
+
+def test_torch_compile_fullgraph_of_a_module_calling_the_layer_equals_eager():
+    layer, _ = make_layer("bmm", "shared", "static")
+    layer.compute_activation_global_scale(attention_output(300, seed=7))
+    model = TwoCalls(layer)
+    graphs = []
+
+    def recording_backend(gm, example_inputs):
+        graphs.append(gm)
+        return torch._dynamo.backends.common.aot_autograd(fw_compiler=lambda g, _: g)(gm, example_inputs)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend=recording_backend)
+    for tokens, seed in ((64, 1), (64, 2), (37, 3)):
+        o = attention_output(tokens, seed=seed)
+        assert torch.equal(compiled(o), model(o))
+    op = torch.ops.nvfp4lab.grouped_linear
+    calls = [n for g in graphs for n in g.graph.nodes if n.target in (op, op.default)]
+    assert len(calls) == 2 * len(graphs)  # one opaque op per call, nothing traced inside the layer
+
+
+def test_compiled_calls_check_shapes_at_trace_time():
+    layer, _ = make_layer("bmm")
+    torch._dynamo.reset()
+    compiled = torch.compile(TwoCalls(layer), fullgraph=True, backend="aot_eager")
+    with pytest.raises(Exception, match="H=4, D=64"):
+        compiled(torch.zeros(4, 3, 64, dtype=torch.bfloat16))
+    with pytest.raises(Exception, match="max_num_tokens=300"):
+        compiled(attention_output(301))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_asking_for_cuda_without_it_is_a_clear_error():
+    with pytest.raises(ValueError, match="device='cuda' was asked for, but (this torch was built without CUDA|no CUDA)"):
+        Nvfp4GroupedLinear(G, HPG, D, N, device="cuda")
