@@ -246,3 +246,23 @@ def test_the_notebook_executes_headless_and_saves_the_default_figure(tmp_path, m
     assert '"image/png"' in text and "z SQNR" in text and "shared static" in text
     assert (tmp_path / "figures" / "00_explore_default.png").stat().st_size > 10_000
     assert (tmp_path / "00_explore.html").is_file()
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # exact (infinite-SQNR) groups draw without NaN maths
+def test_the_layer_slider_follows_the_sources_layer_count(explorer):
+    @register_source("deep test source", groups=(1,), default_groups=1, options=("layer",), layers=30)
+    def deep(groups, options):
+        x = torch.full((64, 1, 32), float(options.layer + 1))
+        return Layer(x[:32], x[32:], torch.ones(1, 32, 16), f"layer {options.layer}")
+
+    try:
+        ui = ExplorerUI(explorer)
+        ui.controls["source"].value = "deep test source"
+        assert ui.controls["layer"].max == 29 and ui.controls["layer"].layout.display == ""
+        ui.controls["layer"].value = 20
+        assert ui.last_error is None and ui.last_view.description == "layer 20"
+        assert torch.isinf(ui.last_view.sqnr_x_db).all()  # constant blocks quantize exactly: drawn as "exact"
+        ui.controls["source"].value = "MiniLM (captured)"
+        assert ui.controls["layer"].max == 5 and ui.controls["layer"].value == 5
+    finally:
+        SOURCES.pop("deep test source")

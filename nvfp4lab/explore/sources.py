@@ -7,7 +7,7 @@ a held-out part (the static recipes calibrate on the first, every view is measur
 the second) and the weights ``(G, K, N)``. Adding a source (e.g. a decoder LM's layer) is
 one decorated function::
 
-    @register_source("my model", groups=(1, 2, 4), default_groups=2, options=("layer",))
+    @register_source("my model", groups=(1, 2, 4), default_groups=2, options=("layer",), layers=30)
     def my_model(groups, options):
         o = ...  # (T, H, D) attention outputs of layer options.layer
         w = ...  # (H·D, N): the output projection, input features in head order
@@ -59,16 +59,18 @@ class Source:
     default_groups: int
     options: tuple[str, ...]
     description: str
+    layers: int = 1  # how many layers the "layer" option offers (0 … layers-1)
 
 
 SOURCES: dict[str, Source] = {}
 
 
 def register_source(name: str, *, groups: tuple[int, ...], default_groups: int, options: tuple[str, ...] = (),
-                    description: str = ""):
+                    description: str = "", layers: int = 1):
     """Decorator: register ``load(groups, options) -> Layer`` as the source ``name``.
     ``groups`` are the group counts the UI offers; ``options`` the :class:`SourceOptions`
-    fields the source reads (from :data:`OPTION_FIELDS`)."""
+    fields the source reads (from :data:`OPTION_FIELDS`); ``layers`` how many layers
+    the ``layer`` option ranges over."""
     unknown = set(options) - set(OPTION_FIELDS)
     if unknown:
         raise ValueError(f"unknown source options {sorted(unknown)}; known: {OPTION_FIELDS}")
@@ -76,7 +78,8 @@ def register_source(name: str, *, groups: tuple[int, ...], default_groups: int, 
         raise ValueError(f"default_groups={default_groups} is not one of groups={groups}")
 
     def decorate(load):
-        SOURCES[name] = Source(name, load, tuple(groups), default_groups, tuple(options), description or (load.__doc__ or ""))
+        SOURCES[name] = Source(name, load, tuple(groups), default_groups, tuple(options),
+                               description or (load.__doc__ or ""), layers)
         return load
 
     return decorate
@@ -135,7 +138,7 @@ def _register_synthetic() -> None:
 _register_synthetic()
 
 
-@register_source("MiniLM (captured)", groups=(1, 2, 3, 4, 6, 12), default_groups=4, options=("layer",))
+@register_source("MiniLM (captured)", groups=(1, 2, 3, 4, 6, 12), default_groups=4, options=("layer",), layers=6)
 def minilm_source(groups: int, options: SourceOptions) -> Layer:
     """Real all-MiniLM-L6-v2 attention outputs captured by ``nvfp4lab capture``."""
     from nvfp4lab.data import minilm

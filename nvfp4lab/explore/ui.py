@@ -32,8 +32,8 @@ def _control_widgets(controls: Controls) -> dict[str, widgets.Widget]:
     source = get_source(controls.source)
     return {
         "source": widgets.Dropdown(options=list(SOURCES), value=controls.source, description="data", style=style),
-        "layer": widgets.IntSlider(value=controls.layer, min=0, max=5, description="layer", style=style,
-                                   continuous_update=False),
+        "layer": widgets.IntSlider(value=controls.layer, min=0, max=max(source.layers - 1, controls.layer),
+                                   description="layer", style=style, continuous_update=False),
         "path": widgets.Text(value=controls.path, description="activations file", style=style, layout=wide,
                              placeholder="path/to/activations.safetensors (T, H, D) or (T, G, K)",
                              continuous_update=False),
@@ -105,6 +105,8 @@ class ExplorerUI:
                 previous = groups.value
                 groups.options = list(source.groups)
                 groups.value = previous if previous in source.groups else source.default_groups
+                if "layer" in source.options:  # (a hidden slider keeps its range)
+                    self.controls["layer"].max = source.layers - 1  # clamps the value too
             finally:
                 self._quiet = False
         self._show_source_options()

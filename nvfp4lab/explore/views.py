@@ -48,7 +48,11 @@ def _group_labels(groups: int) -> list[str]:
 
 def _sqnr_panel(ax, values: torch.Tensor, baselines: dict[str, torch.Tensor], what: str) -> None:
     labels = _group_labels(values.shape[0])
-    ax.bar(labels, values.tolist(), color="C0", label="NVFP4 (this setting)")
+    finite = torch.isfinite(values)
+    ax.bar(labels, torch.where(finite, values, torch.zeros_like(values)).tolist(), color="C0",
+           label="NVFP4 (this setting)")
+    for g in torch.nonzero(~finite).flatten().tolist():  # inf: exact; NaN: an all-zero group
+        ax.text(g, 0, "exact" if values[g] > 0 else "no signal", ha="center", va="bottom", rotation=90)
     for name, line in baselines.items():
         finite = torch.where(torch.isfinite(line), line, torch.full_like(line, float("nan")))
         label = name if bool(torch.isfinite(line).all()) else f"{name} (∞ where exact)"
