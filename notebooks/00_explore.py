@@ -54,7 +54,7 @@ from IPython.display import Image, display
 import nvfp4lab
 from nvfp4lab.explore import Controls, Explorer
 from nvfp4lab.explore.ui import ExplorerUI
-from nvfp4lab.explore.views import draw, png_bytes
+from nvfp4lab.explore.views import draw
 from nvfp4lab.study.style import save_figure
 
 # relative data paths are the repository's, wherever Jupyter was started
@@ -75,8 +75,9 @@ torch.set_num_threads(1)
 view = explorer.compute(Controls())
 figure = draw(view)
 # into the study's folder when it runs us, else the repository's reports/figures
-save_figure(figure, "00_explore_default", None if "NVFP4LAB_FIGURES" in os.environ else ROOT / "reports" / "figures")
-display(Image(png_bytes(figure)))
+figures = Path(os.environ.get("NVFP4LAB_FIGURES", ROOT / "reports" / "figures"))
+save_figure(figure, "00_explore_default", figures)
+display(Image(filename=str(figures / "00_explore_default.png")))
 print(view.summary)
 
 # %% [markdown]

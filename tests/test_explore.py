@@ -158,6 +158,10 @@ def test_the_widgets_drive_the_callbacks_without_a_browser(explorer):
     assert ui.last_view.controls.source == "synthetic sketch" and ui.last_view.controls.groups == 8
     ui.controls["source"].value = "safetensors file"
     assert ui.controls["path"].layout.display == "" and ui.controls["layer"].layout.display == "none"
+    ui.controls["source"].value = "synthetic V4-Flash"  # hides the path boxes, and nothing else
+    hidden = {name for name, widget in ui.controls.items() if widget.layout.display == "none"}
+    assert hidden == {"layer", "path", "weights_path"}
+    ui.controls["source"].value = "safetensors file"
     assert "type the path" in ui.last_error and ui.image.value == b"" and "color:#b00" in ui.status.value
 
 

@@ -27,24 +27,27 @@ SHOWN_ERRORS = (ValueError, TypeError, RuntimeError, OSError, KeyError)
 
 
 def _control_widgets(controls: Controls) -> dict[str, widgets.Widget]:
-    style = {"description_width": "9em"}
-    wide = widgets.Layout(width="32em")
+    style = {"description_width": "11em"}
+
+    def wide():  # one Layout per widget: hiding a widget sets its layout's display
+        return widgets.Layout(width="40em")
+
     source = get_source(controls.source)
     return {
         "source": widgets.Dropdown(options=list(SOURCES), value=controls.source, description="data", style=style),
         "layer": widgets.IntSlider(value=controls.layer, min=0, max=max(source.layers - 1, controls.layer),
                                    description="layer", style=style, continuous_update=False),
-        "path": widgets.Text(value=controls.path, description="activations file", style=style, layout=wide,
+        "path": widgets.Text(value=controls.path, description="activations file", style=style, layout=wide(),
                              placeholder="path/to/activations.safetensors (T, H, D) or (T, G, K)",
                              continuous_update=False),
         "weights_path": widgets.Text(value=controls.weights_path, description="weights file", style=style,
-                                     layout=wide, placeholder="optional: (G, K, N) or (G·N, K)",
+                                     layout=wide(), placeholder="optional: (G, K, N) or (G·N, K)",
                                      continuous_update=False),
         "groups": widgets.Dropdown(options=list(source.groups), value=controls.groups, description="groups G",
                                    style=style),
         "octaves": widgets.FloatSlider(value=controls.octaves, min=OCTAVES[0], max=OCTAVES[1], step=0.25,
                                        description="scale ×2^octaves", style=style, continuous_update=False,
-                                       layout=wide),
+                                       layout=wide()),
         "sharing": widgets.ToggleButtons(options=list(SHARINGS), value=controls.sharing, description="sharing",
                                          style=style),
         "scale_source": widgets.ToggleButtons(options=list(SCALE_SOURCES), value=controls.scale_source,
@@ -55,7 +58,7 @@ def _control_widgets(controls: Controls) -> dict[str, widgets.Widget]:
                                             description="block rule", style=style),
         "spread_decades": widgets.FloatSlider(value=controls.spread_decades, min=SPREAD_DECADES[0],
                                               max=SPREAD_DECADES[1], step=0.5, description="group spread (dec)",
-                                              style=style, continuous_update=False, layout=wide),
+                                              style=style, continuous_update=False, layout=wide()),
     }
 
 

@@ -55,15 +55,19 @@ def _sqnr_panel(ax, values: torch.Tensor, baselines: dict[str, torch.Tensor], wh
         ax.text(g, 0, "exact" if values[g] > 0 else "no signal", ha="center", va="bottom", rotation=90)
     for name, line in baselines.items():
         finite = torch.where(torch.isfinite(line), line, torch.full_like(line, float("nan")))
-        label = name if bool(torch.isfinite(line).all()) else f"{name} (∞ where exact)"
+        label = name if bool(torch.isfinite(line).all()) else f"{name} (∞ dB where missing)"
         ax.plot(labels, finite.tolist(), label=label, **BASELINE_STYLE.get(name, {}))
     ax.set(xlabel="group", ylabel="SQNR (dB)", title=f"SQNR of {what} per group")
-    _legend_below(ax)
+    _legend_below(ax, ncol=2)
 
 
 def _headroom_panel(ax, view: View) -> None:
     labels = _group_labels(view.groups)
-    ax.bar(labels, view.headroom_octaves.tolist(), color="C2")
+    headroom = view.headroom_octaves
+    ax.bar(labels, headroom.tolist(), color="C2")
+    low, high = min(float(headroom.min()), 0.0), max(float(headroom.max()), 0.0)
+    pad = 0.1 * (high - low) + 0.2  # keep the 0 line clear of the frame
+    ax.set_ylim(low - pad, high + pad)
     ax.axhline(0.0, color="C3", linewidth=1.2, label="below 0: the group's largest blocks clip")
     ax.set(xlabel="group", ylabel="log2(gs · 2688 / amax of the group)", title="global-scale headroom (octaves)")
     _legend_below(ax, ncol=1)
@@ -90,10 +94,10 @@ def _error_panel(ax, view: View) -> None:
         "group": [str(g) for g in range(view.groups) for _ in centres],
     })
     sns.lineplot(frame, x="log10 relative error", y="share of elements", hue="group", ax=ax, palette="viridis")
-    ax.set(ylabel="share of the group's elements (%)", xlabel="log10 |x̂ − x| / |x|  (0: flushed to zero)",
+    ax.set(ylabel="share of the group's elements (%)", xlabel="log10 |x̂ − x| / |x|  (−5: at most 1e-5, 0: flushed to zero)",
            title="relative element error of the activations")
     ax.get_legend().remove()
-    _legend_below(ax, ncol=min(view.groups, 8), title="group")
+    _legend_below(ax, ncol=min(view.groups, 6), title="group")
 
 
 def _scale_panel(ax, view: View) -> None:
@@ -121,7 +125,7 @@ def draw(view: View):
     apply_style()
     fig = Figure(figsize=(15, 9))
     axes = fig.subplots(2, 3)
-    fig.subplots_adjust(left=0.05, right=0.94, top=0.87, bottom=0.12, wspace=0.3, hspace=0.62)
+    fig.subplots_adjust(left=0.05, right=0.94, top=0.87, bottom=0.14, wspace=0.3, hspace=0.62)
     _sqnr_panel(axes[0, 0], view.sqnr_x_db, view.baseline_x_db, "the activations x")
     _sqnr_panel(axes[0, 1], view.sqnr_z_db, view.baseline_z_db, "z = x·W")
     _headroom_panel(axes[0, 2], view)
