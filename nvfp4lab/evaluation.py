@@ -15,6 +15,7 @@ overflowed: the static scale was too small) and of subnormal block scales.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -39,6 +40,48 @@ def recipes(weights: torch.Tensor | None):
     if weights is not None:
         table["mse output"] = lambda sharing: MseCalibrator(sharing, target="output", weights=weights)
     return table
+
+
+@dataclass(frozen=True)
+class Job:
+    """One NVFP4 W4A4 row: its label, scale mode, calibrator factory (``None`` for dynamic
+    modes) and block-scale rule (``"max6"`` or ``"four_over_six"``)."""
+
+    label: str
+    mode: ScaleMode
+    factory: Callable | None
+    rule: str
+
+    def calibrate(self, batches: Iterable[torch.Tensor]) -> torch.Tensor | None:
+        """The static ``(G,)`` global scales from calibration batches ``(T, G, K)`` (``None`` when dynamic)."""
+        if self.factory is None:
+            return None
+        calibrator = self.factory(self.mode.sharing)
+        for batch in batches:
+            calibrator.observe(batch)
+        static = calibrator.global_scale()
+        if self.rule == "four_over_six":
+            static = static * (GLOBAL_SCALE_DIVISOR / FOUR_OVER_SIX_DIVISOR)
+        return static
+
+    def global_scale(self, x: torch.Tensor, static: torch.Tensor | None) -> torch.Tensor:
+        """The ``(G,)`` global scales this row quantizes ``x (T, G, K)`` with."""
+        scale = self.mode.global_scale(x, static)
+        if self.mode.source == "dynamic" and self.rule == "four_over_six":
+            scale = scale * (GLOBAL_SCALE_DIVISOR / FOUR_OVER_SIX_DIVISOR)
+        return scale
+
+
+def jobs(weights: torch.Tensor | None) -> list[Job]:
+    """Every NVFP4 W4A4 row: dynamic (max6 and four-over-six) per sharing, each static
+    recipe per sharing, and max calibration with four-over-six block scales."""
+    rows = [Job("dynamic" if rule == "max6" else "dynamic + four-over-six", ScaleMode(sharing, "dynamic"), None, rule)
+            for sharing in SHARINGS for rule in ("max6", "four_over_six")]
+    rows += [Job(name, ScaleMode(sharing, "static"), factory, "max6") for name, factory in recipes(weights).items()
+             for sharing in SHARINGS]
+    rows += [Job("max + four-over-six", ScaleMode(sharing, "static"), recipes(None)["max"], "four_over_six")
+             for sharing in SHARINGS]
+    return rows
 
 
 @dataclass
@@ -78,27 +121,10 @@ def evaluate(calibration: torch.Tensor, held_out: torch.Tensor, weights: torch.T
     if x.shape[-1] % 128 == 0 and weights.shape[-1] % 128 == 0:
         results.append(_result("fp8 (1x128 act, 128x128 wt)", "-", reference, baselines.fp8_output(x, weights)))
 
-    jobs = [("dynamic", ScaleMode(sharing, "dynamic"), None, rule) for sharing in SHARINGS
-            for rule in ("max6", "four_over_six")]
-    jobs += [(name, ScaleMode(sharing, "static"), factory, "max6") for name, factory in recipes(weights).items()
-             for sharing in SHARINGS]
-    jobs += [("max + four-over-six", ScaleMode(sharing, "static"), recipes(None)["max"], "four_over_six")
-             for sharing in SHARINGS]
-    for name, mode, factory, rule in tqdm(jobs, desc="recipes", disable=not progress):
-        static = None
-        if factory is not None:
-            calibrator = factory(mode.sharing)
-            for start in range(0, calibration.shape[0], batch_tokens):
-                calibrator.observe(calibration[start : start + batch_tokens])
-            static = calibrator.global_scale()
-            if rule == "four_over_six":
-                static = static * (GLOBAL_SCALE_DIVISOR / FOUR_OVER_SIX_DIVISOR)
-        scale = mode.global_scale(x, static)
-        if mode.source == "dynamic" and rule == "four_over_six":
-            scale = scale * (GLOBAL_SCALE_DIVISOR / FOUR_OVER_SIX_DIVISOR)
-        z, xq = baselines.nvfp4_output(x, weights, scale, w_hat, block_rule=rule)
-        label = name if rule == "max6" or name != "dynamic" else "dynamic + four-over-six"
-        results.append(_result(label, mode.name, reference, z, xq, x))
+    for job in tqdm(jobs(weights), desc="recipes", disable=not progress):
+        static = job.calibrate(calibration[start : start + batch_tokens] for start in range(0, calibration.shape[0], batch_tokens))
+        z, xq = baselines.nvfp4_output(x, weights, job.global_scale(x, static), w_hat, block_rule=job.rule)
+        results.append(_result(job.label, job.mode.name, reference, z, xq, x))
     return results
 
 

@@ -9,7 +9,8 @@
   and scores but no merges. Merging the adjacent pair whose merged token scores highest is
   BPE with the merges ranked by that score, so the merges are rebuilt from the vocabulary
   (every split of a token into two tokens, ranked by the token's score); spaces become
-  ``▁``; bytes outside the vocabulary fall back to the ``<0xNN>`` tokens.
+  ``▁``; user-defined pieces (runs of newlines or spaces, markup) match whole first; bytes
+  outside the vocabulary fall back to the ``<0xNN>`` tokens.
 
 ``encode(text) -> list[int]`` adds no BOS; :func:`nvfp4lab.models.decoder` adds it when the
 file says so (``tokenizer.ggml.add_bos_token``).
@@ -40,9 +41,9 @@ def _byte_level(tokens: list[str], merges: list[str]):
 
 
 def _sentencepiece_bpe(tokens: list[str], scores, token_types):
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
 
-    normal = 1  # llama.cpp token type NORMAL; control/byte/unused tokens never merge
+    normal, user_defined = 1, 4  # llama.cpp token types; control, byte and unused tokens never merge
     vocab = {token: i for i, token in enumerate(tokens)}
     ranked = []
     for i, token in enumerate(tokens):
@@ -58,6 +59,9 @@ def _sentencepiece_bpe(tokens: list[str], scores, token_types):
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, byte_fallback=True, fuse_unk=True,
                                      unk_token=tokens[3] if len(tokens) > 3 else None))
     tokenizer.normalizer = normalizers.Replace(Regex(" "), SPACE)
+    # user-defined pieces (runs of newlines or spaces, markup) match whole, before BPE, as in SentencePiece
+    tokenizer.add_tokens([AddedToken(t, normalized=True, special=False)
+                          for t, kind in zip(tokens, token_types) if kind == user_defined])
     tokenizer.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()])
     return tokenizer
 
