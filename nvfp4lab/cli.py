@@ -5,6 +5,8 @@
 * ``nvfp4lab capture [--out DIR]``: real attention outputs from all-MiniLM-L6-v2;
 * ``nvfp4lab calibrate --activations A.safetensors [--weights W.safetensors] --groups G
   [--out DIR]``: every recipe and mode on your tensors, and a recommendation.
+* ``nvfp4lab calibrate-model [--gguf FILE] [--text FILE] [--groups G] [--tokens N] [--out DIR]``:
+  every recipe on a real decoder LM (perplexity, KL, top-1 on held-out text), and a recommendation.
 """
 
 from __future__ import annotations
@@ -43,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--weights-key", default=None)
     calibrate.add_argument("--groups", type=_positive_int, required=True, help="G, the number of groups")
     calibrate.add_argument("--out", default="calibration-report", help="output folder (default calibration-report)")
+    model = commands.add_parser("calibrate-model", help="every recipe on a real decoder LM (GGUF): perplexity, KL, top-1")
+    model.add_argument("--gguf", default=None, help="GGUF file (Llama, Qwen2, Gemma 3; default: the packaged SmolLM2-135M)")
+    model.add_argument("--text", default=None, help="UTF-8 text: first half calibrates, second half is held out "
+                                                     "(default: the packaged King James Bible, chapters alternating)")
+    model.add_argument("--groups", type=_positive_int, default=None, help="head groups G (divides the heads; default 3 heads a group)")
+    model.add_argument("--tokens", type=_positive_int, default=512, help="held-out tokens (and as many to calibrate; default 512)")
+    model.add_argument("--out", default="model-calibration-report", help="output folder (default model-calibration-report)")
     return parser
 
 
@@ -78,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
                                          args.activations_key, args.weights_key)
         except (ValueError, TypeError) as error:
             print(f"nvfp4lab calibrate: error: {error}", file=sys.stderr)
+            return 2
+    elif args.command == "calibrate-model":
+        from nvfp4lab.models import command
+
+        try:
+            return command.run(args.gguf, args.text, args.groups, args.tokens, args.out)
+        except (ValueError, RuntimeError, OSError) as error:
+            print(f"nvfp4lab calibrate-model: error: {error}", file=sys.stderr)
             return 2
     return 0
 
