@@ -58,7 +58,7 @@ for ax, e in zip(axes[0], evaluations):
         ax.axvline(e.row(name).kl, ls=style, color="0.2", label=name)
     ax.set(xlabel="mean KL(bf16 ‖ recipe) on held-out text (nats)", ylabel="NVFP4 W4A4 recipe | scales",
            title=f"{e.model}: every o_proj replaced")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="scales / baselines")
 save_figure(fig, "07_model_kl")
 
 # %% [markdown]
@@ -99,7 +99,7 @@ for column, e in enumerate(evaluations):
     axes[0][column].set(ylabel="KL, this layer only (nats)", title=f"{e.model}: one layer quantized at a time")
     axes[0][column].legend(fontsize=7)
     axes[1][column].bar(layers, e.outlier_token_ratio, color="C1", label="largest / median token amax")
-    axes[1][column].set(ylabel="outlier-token ratio", yscale="log")
+    axes[1][column].set(ylabel="outlier-token ratio")
     axes[1][column].legend(fontsize=7)
     axes[2][column].plot(layers, e.first_token_attention, marker="o", color="C2", label="attention on position 0")
     axes[2][column].plot(layers, e.outliers_at_first_position, marker="s", color="C3",
@@ -119,7 +119,7 @@ for ax, e in zip(axes[0], evaluations):
     for recipe, mode in picks:
         ax.plot(e.row(recipe, mode).layer_sqnr_db, marker=".", label=f"{recipe} | {mode}")
     ax.set(xlabel="layer", ylabel="o_proj output SQNR (dB)", title=f"{e.model}: per-layer SQNR, all layers quantized")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
 save_figure(fig, "07_layer_sqnr")
 
 # %% [markdown]

@@ -51,7 +51,7 @@ def plot(evaluation, path: Path) -> None:
     ax.set_ylabel("NVFP4 W4A4 recipe | global activation scales")
     ax.set_title(f"{evaluation.model}: every layer's o_proj replaced ({evaluation.groups} groups, "
                  f"{evaluation.tokens} held-out tokens)", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right", title=None)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="scales / baselines")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
