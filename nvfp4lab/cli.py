@@ -6,6 +6,8 @@
 * ``nvfp4lab calibrate --activations A.safetensors [--weights W.safetensors] --groups G
   [--out DIR] [--device auto|cpu|cuda]``: every recipe and mode on your tensors, and a
   recommendation (relative paths start from the current folder).
+* ``nvfp4lab calibrate-model [--gguf FILE] [--text FILE] [--groups G] [--tokens N] [--out DIR]``:
+  every recipe on a real decoder LM (perplexity, KL, top-1 on held-out text), and a recommendation.
 """
 
 from __future__ import annotations
@@ -47,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
                            help="output folder, created on success (default calibration-report in the current folder)")
     calibrate.add_argument("--device", default="auto",
                            help="where to compute: auto (cuda when there is a GPU, else cpu), cpu, cuda, cuda:N")
+    model = commands.add_parser("calibrate-model", help="every recipe on a real decoder LM (GGUF): perplexity, KL, top-1")
+    model.add_argument("--gguf", default=None, help="GGUF file (Llama, Qwen2, Gemma 3; default: the packaged SmolLM2-135M)")
+    model.add_argument("--text", default=None, help="UTF-8 text: first half calibrates, second half is held out "
+                                                     "(default: the packaged King James Bible, chapters alternating)")
+    model.add_argument("--groups", type=_positive_int, default=None, help="head groups G (divides the heads; default 3 heads a group)")
+    model.add_argument("--tokens", type=_positive_int, default=512, help="held-out tokens (and as many to calibrate; default 512)")
+    model.add_argument("--out", default="model-calibration-report", help="output folder (default model-calibration-report)")
     return parser
 
 
@@ -82,6 +91,14 @@ def main(argv: list[str] | None = None) -> int:
                                          args.activations_key, args.weights_key, args.device)
         except (ValueError, TypeError) as error:
             print(f"nvfp4lab calibrate: error: {error}", file=sys.stderr)
+            return 2
+    elif args.command == "calibrate-model":
+        from nvfp4lab.models import command
+
+        try:
+            return command.run(args.gguf, args.text, args.groups, args.tokens, args.out)
+        except (ValueError, RuntimeError, OSError) as error:
+            print(f"nvfp4lab calibrate-model: error: {error}", file=sys.stderr)
             return 2
     return 0
 

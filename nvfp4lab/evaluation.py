@@ -21,6 +21,7 @@ fixed, so the result equals a single pass up to float64 summation order.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -55,6 +56,48 @@ def recipes(weights: torch.Tensor | None, mse_sample_tokens: int = 2048):
         table["mse output"] = lambda sharing: MseCalibrator(sharing, target="output", weights=weights,
                                                             sample_tokens=mse_sample_tokens)
     return table
+
+
+@dataclass(frozen=True)
+class Job:
+    """One NVFP4 W4A4 row: its label, scale mode, calibrator factory (``None`` for dynamic
+    modes) and block-scale rule (``"max6"`` or ``"four_over_six"``)."""
+
+    label: str
+    mode: ScaleMode
+    factory: Callable | None
+    rule: str
+
+    def calibrate(self, batches: Iterable[torch.Tensor]) -> torch.Tensor | None:
+        """The static ``(G,)`` global scales from calibration batches ``(T, G, K)`` (``None`` when dynamic)."""
+        if self.factory is None:
+            return None
+        calibrator = self.factory(self.mode.sharing)
+        for batch in batches:
+            calibrator.observe(batch)
+        static = calibrator.global_scale()
+        if self.rule == "four_over_six":
+            static = static * (GLOBAL_SCALE_DIVISOR / FOUR_OVER_SIX_DIVISOR)
+        return static
+
+    def global_scale(self, x: torch.Tensor, static: torch.Tensor | None) -> torch.Tensor:
+        """The ``(G,)`` global scales this row quantizes ``x (T, G, K)`` with."""
+        scale = self.mode.global_scale(x, static)
+        if self.mode.source == "dynamic" and self.rule == "four_over_six":
+            scale = scale * (GLOBAL_SCALE_DIVISOR / FOUR_OVER_SIX_DIVISOR)
+        return scale
+
+
+def jobs(weights: torch.Tensor | None) -> list[Job]:
+    """Every NVFP4 W4A4 row: dynamic (max6 and four-over-six) per sharing, each static
+    recipe per sharing, and max calibration with four-over-six block scales."""
+    rows = [Job("dynamic" if rule == "max6" else "dynamic + four-over-six", ScaleMode(sharing, "dynamic"), None, rule)
+            for sharing in SHARINGS for rule in ("max6", "four_over_six")]
+    rows += [Job(name, ScaleMode(sharing, "static"), factory, "max6") for name, factory in recipes(weights).items()
+             for sharing in SHARINGS]
+    rows += [Job("max + four-over-six", ScaleMode(sharing, "static"), recipes(None)["max"], "four_over_six")
+             for sharing in SHARINGS]
+    return rows
 
 
 @dataclass
