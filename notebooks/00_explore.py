@@ -58,7 +58,9 @@ from nvfp4lab.study.style import save_figure
 # relative data paths are the repository's, wherever Jupyter was started
 ROOT = Path(nvfp4lab.__file__).resolve().parents[1]
 data_dir = Path(DATA_DIR) if Path(DATA_DIR).is_absolute() else ROOT / DATA_DIR
-explorer = Explorer(data_dir)
+# the synthetic sources' tokens per split: the default keeps each update well under a
+# second; `nvfp4lab study --full` renders the default state from 4× more tokens
+explorer = Explorer(data_dir, tokens=256 if FAST else 1024)
 # The explorer's tensors are small (about a million elements): one thread answers faster
 # than several competing for a busy CPU (measured on 2 shared cores: 0.15 s against 1.9 s
 # per computation), and leaves the other cores to the browser.
