@@ -35,10 +35,8 @@
 # relative element error `|x̂ − x|/|x|`, the histogram of block-scale bytes (zero and
 # subnormal scales marked) and the clipped fraction; the title is a one-line summary.
 #
-# **Update time** (median over repeats, `python -m nvfp4lab.explore.timing` on one core
-# of this project's 2-core CI-class machine, shared with other jobs; CPU time is what one
-# free core takes, wall time what this loaded machine took): see the table in the last
-# section. What a control does not change is cached, so revisiting a value is cheaper.
+# **Update time**: about 0.4 s per control change on one core at the default sizes
+# (measured per control in the last section). What a control does not change is cached.
 
 # %% tags=["parameters"]
 FAST = True
@@ -60,7 +58,9 @@ from nvfp4lab.study.style import save_figure
 # relative data paths are the repository's, wherever Jupyter was started
 ROOT = Path(nvfp4lab.__file__).resolve().parents[1]
 data_dir = Path(DATA_DIR) if Path(DATA_DIR).is_absolute() else ROOT / DATA_DIR
-explorer = Explorer(data_dir)
+# the synthetic sources' tokens per split: the default keeps each update well under a
+# second; `nvfp4lab study --full` renders the default state from 4× more tokens
+explorer = Explorer(data_dir, tokens=256 if FAST else 1024)
 # The explorer's tensors are small (about a million elements): one thread answers faster
 # than several competing for a busy CPU (measured on 2 shared cores: 0.15 s against 1.9 s
 # per computation), and leaves the other cores to the browser.
@@ -110,23 +110,26 @@ for sharing in ("per_group", "shared"):
 # %% [markdown]
 # ## Measured update time per control
 # `OMP_NUM_THREADS=1 taskset -c 1 python -m nvfp4lab.explore.timing` on one core of this
-# project's 2-core build machine while four other jobs kept it busy (load average 6–10),
-# default sizes (G = 4, K = 1024, N = 256, 256 held-out tokens); one update = compute +
-# draw + PNG, median of 3 first visits of a value ("new") and 10 revisits ("revisited",
-# cached). CPU time is what one free core takes; wall time what the loaded machine took.
+# project's 2-core build machine (Linux VM; the other core busy with other jobs), default
+# sizes (G = 4, K = 1024, N = 256, 256 held-out tokens); one update = compute + draw +
+# PNG; median of 3 first visits of a value ("new") and of 10 revisits ("revisited", its
+# data cached); wall / CPU seconds.
 #
-# | control | new value: wall / CPU (s) | revisited value: wall / CPU (s) |
+# | control | new value (s) | revisited value (s) |
 # |---|---|---|
-# | scale ×2^octaves | 0.99 / 0.39 | 0.94 / 0.40 |
-# | sharing | – | 0.81 / 0.40 |
-# | source (static / dynamic) | – | 0.83 / 0.41 |
-# | calibration (max, headroom, percentiles) | 1.09 / 0.43 | 0.97 / 0.39 |
-# | block rule | – | 1.05 / 0.42 |
-# | group spread | 1.39 / 0.54 | 1.04 / 0.41 |
-# | groups G | 1.34 / 0.52 | 1.05 / 0.41 |
-# | data (synthetic sketch) | 2.37 / 0.93 | 1.07 / 0.46 |
+# | scale ×2^octaves | 0.36 / 0.36 | 0.37 / 0.37 |
+# | sharing | – | 0.37 / 0.37 |
+# | source (static / dynamic) | – | 0.35 / 0.35 |
+# | calibration (max, headroom, percentiles) | 0.38 / 0.38 | 0.39 / 0.37 |
+# | block rule | – | 0.38 / 0.38 |
+# | group spread | 0.48 / 0.47 | 0.37 / 0.37 |
+# | groups G | 0.55 / 0.54 | 0.38 / 0.38 |
+# | data (synthetic sketch, 2× the elements) | 1.03 / 1.02 | 0.45 / 0.44 |
 #
-# Of the ~0.4 s CPU, computing takes ~0.1 s and drawing the six panels into a PNG ~0.3 s.
-# Slower first visits, with the stage shown above the figure while they run: the MSE
-# recipes search 49 candidate scales (mse activations 1.6 s CPU / 4.1 s wall, mse output
-# 2.0 / 4.2), loading a MiniLM layer takes 1.5 / 3.8 (checksum, safetensors).
+# Of each ~0.37 s, computing takes ~0.1 s and drawing the six panels into a PNG ~0.3 s.
+# An earlier run while the machine's load average was 6–10 took the same CPU time but
+# 0.8–1.1 s wall per revisit (2.4 s for the sketch's first visit). Slower first visits,
+# with the running stage shown above the figure: the MSE recipes search 49 candidate
+# scales (mse activations 1.6 s CPU, mse output 2.0 s), loading a MiniLM layer takes
+# 1.5 s CPU (checksum, safetensors). In a real JupyterLab (headless Chromium), a click on
+# `shared` redrew the figure 2.0 s later, on the busy machine.

@@ -113,7 +113,9 @@ def test_relative_error_histogram_puts_each_element_in_its_bin():
     x_hat = torch.tensor([1.0, 1.5, 0.0, 2.0, 0.0, -4.3, 1.0, 1.0015]).reshape(2, 2, 2)  # errors off bin edges
     shares = relative_error_histogram(x, x_hat)
     assert shares.shape == (2, ERROR_EDGES.numel() - 1)
-    bin_of = lambda r: int(torch.bucketize(torch.log10(torch.tensor(r, dtype=torch.float64)), ERROR_EDGES)) - 1  # noqa: E731
+    def bin_of(r):
+        return int(torch.bucketize(torch.log10(torch.tensor(r, dtype=torch.float64)), ERROR_EDGES)) - 1
+
     # group 0 holds x[:, 0] = (1, 1 | 0, -4) -> errors 0, 0.5 | (zero left out), 0.075
     expected0 = torch.zeros_like(shares[0])
     expected0[0] += 1 / 3
@@ -233,7 +235,8 @@ def test_time_controls_times_each_control_and_restores_it(explorer):
     from nvfp4lab.explore.timing import time_controls
 
     ui = ExplorerUI(explorer)
-    times = time_controls(ui, repeats=1, changes={"octaves": ([1.0], [0.5, -0.5]), "sharing": ([], ["shared", "per_group"])})
+    changes = {"octaves": ([1.0], [0.5, -0.5]), "sharing": ([], ["shared", "per_group"])}
+    times = time_controls(ui, repeats=1, changes=changes)
     assert set(times) == {"octaves", "sharing"}
     assert times["octaves"]["cold"][0] > 0 and times["sharing"]["warm"][1] > 0
     assert ui.current() == Controls()

@@ -212,12 +212,14 @@ class Explorer:
         return tuple((name, getattr(controls, name)) for name in OPTION_FIELDS if name in source.options)
 
     def _layer(self, source: str, options: tuple, groups: int):
-        return get_source(source).load(groups, SourceOptions(data_dir=self.data_dir, tokens=self.tokens, **dict(options)))
+        options = SourceOptions(data_dir=self.data_dir, tokens=self.tokens, **dict(options))
+        return get_source(source).load(groups, options)
 
     def _prepared(self, source: str, options: tuple, groups: int, spread: float) -> Prepared:
         layer = self.layer(source, options, groups)
         x_cal, x, w = apply_spread(layer.calibration, spread), apply_spread(layer.held_out, spread), layer.weights
-        prepared = Prepared(x_cal, x, w, baselines.nvfp4_weights(w), baselines.reference_output(x, w), layer.description)
+        prepared = Prepared(x_cal, x, w, baselines.nvfp4_weights(w), baselines.reference_output(x, w),
+                            layer.description)
         recipes = {"bf16": (x.to(torch.bfloat16).double(), baselines.bf16_output)}
         if x.shape[-1] % baselines.FP8_BLOCK == 0:
             recipes["fp8"] = (baselines.fp8_activations(x), baselines.fp8_output)

@@ -55,16 +55,34 @@ def time_controls(ui, repeats: int = 5, changes: dict = CHANGES) -> dict[str, di
     return results
 
 
-def main() -> None:
+def _positive(text: str) -> int:
+    import argparse
+
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
+    return int(text)
+
+
+def main(argv=None) -> int:
+    import argparse
+
     from nvfp4lab.explore.compute import Explorer
     from nvfp4lab.explore.ui import ExplorerUI
 
-    ui = ExplorerUI(Explorer())
+    parser = argparse.ArgumentParser(prog="python -m nvfp4lab.explore.timing", description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=_positive, default=5, help="revisits per control: 2 × this (default 5)")
+    parser.add_argument("--tokens", type=_positive, default=256, help="tokens per split of the synthetic data")
+    args = parser.parse_args(argv)
+    if args.tokens < 16:
+        parser.error(f"--tokens must be at least 16; got {args.tokens}")
+    ui = ExplorerUI(Explorer(tokens=args.tokens))
     ui.update()  # warm-up: imports, fonts
     print("| control | new value: wall / CPU (s) | revisited value: wall / CPU (s) |\n|---|---|---|")
-    for name, times in time_controls(ui).items():
-        print(f"| {name} | {times['cold'][0]:.2f} / {times['cold'][1]:.2f} | {times['warm'][0]:.2f} / {times['warm'][1]:.2f} |")
+    for name, times in time_controls(ui, repeats=args.repeats).items():
+        (cold_wall, cold_cpu), (warm_wall, warm_cpu) = times["cold"], times["warm"]
+        print(f"| {name} | {cold_wall:.2f} / {cold_cpu:.2f} | {warm_wall:.2f} / {warm_cpu:.2f} |")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

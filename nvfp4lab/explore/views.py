@@ -94,7 +94,8 @@ def _error_panel(ax, view: View) -> None:
         "group": [str(g) for g in range(view.groups) for _ in centres],
     })
     sns.lineplot(frame, x="log10 relative error", y="share of elements", hue="group", ax=ax, palette="viridis")
-    ax.set(ylabel="share of the group's elements (%)", xlabel="log10 |x̂ − x| / |x|  (−5: at most 1e-5, 0: flushed to zero)",
+    ax.set(ylabel="share of the group's elements (%)",
+           xlabel="log10 |x̂ − x| / |x|  (−5: at most 1e-5, 0: flushed to zero)",
            title="relative element error of the activations")
     ax.get_legend().remove()
     _legend_below(ax, ncol=min(view.groups, 6), title="group")
