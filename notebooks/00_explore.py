@@ -43,24 +43,21 @@ FAST = True
 DATA_DIR = "data/generated/minilm"
 
 # %%
-import os
-from pathlib import Path
 
 import torch
 from IPython.display import Image, display
 
-import nvfp4lab
 from nvfp4lab.explore import Controls, Explorer
 from nvfp4lab.explore.ui import ExplorerUI
 from nvfp4lab.explore.views import draw
+from nvfp4lab.study.paths import figures_dir, from_root
 from nvfp4lab.study.style import save_figure
 
 # relative data paths are the repository's, wherever Jupyter was started
-ROOT = Path(nvfp4lab.__file__).resolve().parents[1]
-data_dir = Path(DATA_DIR) if Path(DATA_DIR).is_absolute() else ROOT / DATA_DIR
+DATA_DIR = from_root(DATA_DIR)
 # the synthetic sources' tokens per split: the default keeps each update well under a
 # second; `nvfp4lab study --full` renders the default state from 4× more tokens
-explorer = Explorer(data_dir, tokens=256 if FAST else 1024)
+explorer = Explorer(DATA_DIR, tokens=256 if FAST else 1024)
 # The explorer's tensors are small (about a million elements): one thread answers faster
 # than several competing for a busy CPU (measured on 2 shared cores: 0.15 s against 1.9 s
 # per computation), and leaves the other cores to the browser.
@@ -75,7 +72,7 @@ torch.set_num_threads(1)
 view = explorer.compute(Controls())
 figure = draw(view)
 # into the study's folder when it runs us, else the repository's reports/figures
-figures = Path(os.environ.get("NVFP4LAB_FIGURES", ROOT / "reports" / "figures"))
+figures = figures_dir()
 save_figure(figure, "00_explore_default", figures)
 display(Image(filename=str(figures / "00_explore_default.png")))
 print(view.summary)
