@@ -43,7 +43,6 @@ FAST = True
 DATA_DIR = "data/generated/minilm"
 
 # %%
-
 import torch
 from IPython.display import Image, display
 
