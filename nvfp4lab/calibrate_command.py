@@ -93,8 +93,8 @@ def plot(results, choice) -> dict[str, bytes]:
         ax.text(end - 0.3, i, f"{r.worst_group_sqnr_db:.2f} dB", ha="right", va="center", fontsize=7, color="white",
                 fontweight="bold", bbox=dict(boxstyle="square,pad=0.1", facecolor=palette[clipping[i]], linewidth=0))
         if r.clipped_fraction > 0:
-            ax.text(end + 0.3, i, f"clips {r.clipped_fraction:.1e} of elements", va="center", fontsize=7,
-                    bbox=dict(boxstyle="square,pad=0.1", facecolor="white", linewidth=0))
+            ax.text(end + 0.3, i, f"clips {r.clipped_fraction:.1e} of elements", va="center", fontsize=7, zorder=5,
+                    bbox=dict(boxstyle="square,pad=0.2", facecolor="white", edgecolor="none"))
     ax.get_yticklabels()[index].set_fontweight("bold")
     handles = [matplotlib.patches.Patch(color=palette[k], label=f"NVFP4 W4A4 that {k} on held-out tokens")
                for k in ("clips nothing", "clips") if k in clipping]
@@ -112,7 +112,7 @@ def plot(results, choice) -> dict[str, bytes]:
     ax.set_title("nvfp4lab calibrate: worst-group SQNR of each NVFP4 W4A4 recipe"
                  + (f"\n(off the axis: {', '.join(far)})" if far else ""))
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.55 / height, 1, 1))
+    fig.tight_layout(rect=(0, 0.45 / height, 1, 1))
     images = {}
     for kind in ("png", "svg"):
         buffer = bytes_io.BytesIO()
