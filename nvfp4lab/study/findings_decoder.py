@@ -81,7 +81,7 @@ def _four_over_six(fast, data_dir):
             "four_over_six_ppl": four.perplexity, "max6_sqnr_db": plain.mean_layer_sqnr_db,
             "four_over_six_sqnr_db": four.mean_layer_sqnr_db,
             "static_max6_kl": e.row("max", "per_group static").kl,
-            "static_four_over_six_kl": e.row("max + four-over-six", "per_group static").kl}
+            "static_four_over_six_kl": e.row("max + four-over-six", "per_group static").kl, "tokens": e.tokens}
 
 
 def _sqnr_ranks(fast, data_dir):
@@ -158,7 +158,7 @@ DECODER_FINDINGS: list[Finding] = [
         _WHERE + " four-over-six block scales lower the KL from {max6_kl:.4f} to {four_over_six_kl:.4f} nats with "
         "dynamic per-group scales and from {static_max6_kl:.4f} to {static_four_over_six_kl:.4f} with static max "
         "scales (mean layer SQNR {max6_sqnr_db:.2f} → {four_over_six_sqnr_db:.2f} dB, F08); perplexity does not "
-        "follow on this short slice ({max6_ppl:.3f} → {four_over_six_ppl:.3f} with dynamic scales): on 63 tokens "
+        "follow ({max6_ppl:.3f} → {four_over_six_ppl:.3f} with dynamic scales): on {tokens:.0f} held-out tokens "
         "perplexity moves by more than the recipes differ, KL does not.",
         _four_over_six,
         lambda n: n["four_over_six_kl"] < n["max6_kl"] and n["static_four_over_six_kl"] < n["static_max6_kl"]
