@@ -68,7 +68,7 @@ save_figure(fig, "07_model_kl")
 fig, ax = plt.subplots(figsize=(8, 3.5))
 for e in evaluations:
     ax.plot(range(len(e.group_spread_decades)), e.group_spread_decades, marker="o", label=e.model)
-ax.set(xlabel="layer", ylabel="decades between the largest and smallest group amax",
+ax.set(xlabel="layer", ylabel="max / min group amax (decades)",
        title="spread of the groups' activation amax (calibration tokens)")
 ax.legend()
 save_figure(fig, "07_group_spread")

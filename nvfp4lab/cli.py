@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--text", default=None, help="UTF-8 text: first half calibrates, second half is held out "
                                                      "(default: the packaged King James Bible, chapters alternating)")
     model.add_argument("--groups", type=_positive_int, default=None, help="head groups G (divides the heads; default 3 heads a group)")
-    model.add_argument("--tokens", type=_positive_int, default=512, help="held-out tokens (and as many to calibrate; default 512)")
+    model.add_argument("--tokens", type=_positive_int, default=256, help="held-out tokens (and as many to calibrate; default 256)")
     model.add_argument("--out", default="model-calibration-report", help="output folder (default model-calibration-report)")
     return parser
 

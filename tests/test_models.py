@@ -179,3 +179,15 @@ def test_calibrate_model_rejects_bad_input_with_exit_2_and_no_folder(tiny, tmp_p
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1 and "Traceback" not in error
     assert not (tmp_path / "report").exists()
+
+
+def test_static_scales_come_from_the_calibration_text_only(tiny):
+    held_out = corpus.held_out_text()[:3000]
+    quiet = evaluate_model(tiny["llama"], groups=2, tokens=32, texts=(corpus.calibration_text()[:3000], held_out),
+                           sensitivity=False, include_mse=False, progress=False)
+    loud = evaluate_model(tiny["llama"], groups=2, tokens=32, texts=("0 1 2 3 4 5 6 7 8 9 ~ ^ | " * 40, held_out),
+                          sensitivity=False, include_mse=False, progress=False)
+    for recipe, mode in (("dynamic", "per_group dynamic"), ("w4a16", "-"), ("fp8 (1x128 act, 128x128 wt)", "-")):
+        assert quiet.row(recipe, mode) == loud.row(recipe, mode), "rows without static scales ignore the calibration text"
+    assert quiet.row("max", "per_group static").kl != loud.row("max", "per_group static").kl
+    assert not any(r.recipe.startswith("mse") for r in quiet.rows)

@@ -81,7 +81,7 @@ def _four_over_six(fast, data_dir):
             "four_over_six_ppl": four.perplexity, "max6_sqnr_db": plain.mean_layer_sqnr_db,
             "four_over_six_sqnr_db": four.mean_layer_sqnr_db,
             "static_max6_kl": e.row("max", "per_group static").kl,
-            "static_four_over_six_kl": e.row("max + four-over-six", "per_group static").kl}
+            "static_four_over_six_kl": e.row("max + four-over-six", "per_group static").kl, "tokens": e.tokens}
 
 
 def _sqnr_ranks(fast, data_dir):
@@ -135,12 +135,13 @@ DECODER_FINDINGS: list[Finding] = [
     ),
     Finding(
         "D02-static-vs-dynamic-on-decoders", "07_decoder_models",
-        _WHERE + " plain max static scales (per group) cost more than dynamic ones: KL {max_static_kl:.4f} against "
-        "{dynamic_kl:.4f} nats, as held-out tokens exceed the calibrated amax (F04); the best static recipe with "
-        "max-6 block scales reaches {best_static_kl:.4f}, as good as dynamic, so a static scale needs headroom, "
-        "not a per-token amax pass.",
+        _WHERE + " static scales calibrated on other text lose nothing against dynamic ones: the best static "
+        "recipe with max-6 block scales (headroom x4, per group) reaches KL {best_static_kl:.4f} nats against "
+        "{dynamic_kl:.4f} for per-group dynamic scales, while plain max scales, which let louder held-out tokens "
+        "clip (F04), give {max_static_kl:.4f} (perplexity {max_static_ppl:.3f} vs {dynamic_ppl:.3f} dynamic). "
+        "A static scale needs headroom, not a per-token amax pass.",
         _static_dynamic,
-        lambda n: n["max_static_kl"] > n["dynamic_kl"] and n["best_static_kl"] <= 1.1 * n["dynamic_kl"],
+        lambda n: n["best_static_kl"] <= 1.1 * n["dynamic_kl"] and n["max_static_kl"] > n["best_static_kl"],
         figure="07_model_kl",
     ),
     Finding(
@@ -155,14 +156,14 @@ DECODER_FINDINGS: list[Finding] = [
     ),
     Finding(
         "D04-four-over-six-in-kl", "07_decoder_models",
-        _WHERE + " four-over-six block scales lower the KL from {max6_kl:.4f} to {four_over_six_kl:.4f} nats with "
-        "dynamic per-group scales and from {static_max6_kl:.4f} to {static_four_over_six_kl:.4f} with static max "
-        "scales (mean layer SQNR {max6_sqnr_db:.2f} → {four_over_six_sqnr_db:.2f} dB, F08); perplexity does not "
-        "follow on this short slice ({max6_ppl:.3f} → {four_over_six_ppl:.3f} with dynamic scales): on 63 tokens "
-        "perplexity moves by more than the recipes differ, KL does not.",
+        _WHERE + " four-over-six block scales raise the mean layer SQNR from {max6_sqnr_db:.2f} to "
+        "{four_over_six_sqnr_db:.2f} dB (F08) and lower the KL with static max scales from {static_max6_kl:.4f} to "
+        "{static_four_over_six_kl:.4f} nats (per group), the lowest KL of any recipe; with dynamic per-group scales "
+        "the KL goes from {max6_kl:.4f} to {four_over_six_kl:.4f} and perplexity from {max6_ppl:.3f} to "
+        "{four_over_six_ppl:.3f} on {tokens:.0f} held-out tokens: no reliable change there (on 254 tokens the "
+        "dynamic KL was 0.0702 vs 0.0706), so the model-level gain of four-over-six is in static scales.",
         _four_over_six,
-        lambda n: n["four_over_six_kl"] < n["max6_kl"] and n["static_four_over_six_kl"] < n["static_max6_kl"]
-        and n["four_over_six_sqnr_db"] > n["max6_sqnr_db"],
+        lambda n: n["static_four_over_six_kl"] < 0.9 * n["static_max6_kl"] and n["four_over_six_sqnr_db"] > n["max6_sqnr_db"],
         figure="07_model_kl",
     ),
     Finding(
