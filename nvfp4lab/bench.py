@@ -12,9 +12,11 @@ For each ``(G, K, N)`` and token count T it times, in one run on one card:
                     the padded operand, the grouped GEMM into the padded output, then
                     one copy per group into ``z``;
 * ``nvfp4_gemm``    nvfp4lab's grouped GEMM alone (operands already quantized);
-* ``nvfp4_fused``   nvfp4lab's forward with static per-group activation scales: for
-                    T <= 16 the one-launch decode kernel (quantizer fused into the GEMM),
-                    above that the quantizer and the grouped GEMM writing ``z`` directly;
+* ``nvfp4_fused``   nvfp4lab's forward with static per-group activation scales, the
+                    layer's path: for T < ``launch.PREQUANTIZE_FROM`` the one-launch decode
+                    kernel (quantizer fused into its prologue), up to T = 16 the quantizer
+                    then the decode kernel on the quantized bytes, above that the quantizer
+                    and the grouped GEMM writing ``z`` directly;
 * ``nvfp4_dynamic`` the same with dynamic per-group scales (+ the amax launch);
 * ``quantizer``     the fused quantizer alone, with a device-to-device copy of the same
                     byte count as its bandwidth reference.
@@ -118,12 +120,24 @@ class Problem:
         if dynamic:
             launch.group_amax(self.x, self.amax_bits)
             source = self.amax_bits.view(torch.float32)
-        if self.decode:
-            launch.decode_forward(self.x, source, words, word_scales, self.gs_b, self.z, self.counters,
-                                  dynamic=dynamic, shared=False)
+        if self.decode and not launch.decode_prequantizes(self.tokens):
+            self.decode_fused(words, word_scales, source, dynamic)
             return
         launch.quantize_activations(self.x, source, self.data, self.scales, self.used, dynamic=dynamic, shared=False)
+        if self.decode:
+            self.decode_prequantized(words, word_scales)
+            return
         self.gemm(mat_b, scale_b)
+
+    def decode_fused(self, words, word_scales, source, dynamic: bool):
+        """The one-launch decode forward (the prologue quantizes x)."""
+        launch.decode_forward(self.x, source, words, word_scales, self.gs_b, self.z, self.counters, dynamic=dynamic,
+                              shared=False)
+
+    def decode_prequantized(self, words, word_scales):
+        """The decode kernel on x already quantized into ``data``/``scales`` (by :meth:`quantize`)."""
+        launch.decode_forward(self.x, self.used, words, word_scales, self.gs_b, self.z, self.counters, dynamic=False,
+                              shared=False, quantized=(self.data, self.scales))
 
     def gemm(self, mat_b, scale_b):
         cutedsl_grouped_gemm(

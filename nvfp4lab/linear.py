@@ -305,7 +305,8 @@ class Nvfp4GroupedLinear:
         if dynamic:
             launch.group_amax(x, self._amax_bits)
             source = self._amax_bits.view(torch.float32)
-        if self._decode_weights is not None and launch.decode_supported(tokens, g, k, self.out_features):
+        decode = self._decode_weights is not None and launch.decode_supported(tokens, g, k, self.out_features)
+        if decode and not launch.decode_prequantizes(tokens):  # one launch: the prologue quantizes
             launch.decode_forward(x, source, *self._decode_weights, self.weight_q.global_scale, z,
                                   self._decode_counters, dynamic=dynamic, shared=shared)
             return z
@@ -313,6 +314,10 @@ class Nvfp4GroupedLinear:
         data = self._a_data[: g * rows_p * (k // 2)].view(g * rows_p, k // 2)
         scales = self._a_scales[: g * rows_p * round_up(k // 16, 4)].view(g * rows_p, -1)
         launch.quantize_activations(x, source, data, scales, self._gs_a, dynamic=dynamic, shared=shared)
+        if decode:  # quantized once; the decode kernel's prologue only unpacks it
+            launch.decode_forward(x, self._gs_a, *self._decode_weights, self.weight_q.global_scale, z,
+                                  self._decode_counters, dynamic=False, shared=False, quantized=(data, scales))
+            return z
         torch.mul(self._group_ends, rows_p, out=self._offsets)
         cutedsl_grouped_gemm(
             data.view(torch.float4_e2m1fn_x2), self._mat_b, scales.view(torch.float8_e4m3fn), self._scale_b,
