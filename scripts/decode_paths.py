@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from nvfp4lab.bench import SHAPES, Problem, copies_for, time_graph
+from nvfp4lab.kernels import gpu_supported
 
 TOKENS = [1, 2, 4, 8, 9, 12, 16]
 PATHS = ("fused", "prequantized", "mma_sync")
@@ -48,6 +49,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="markdown file for the table")
     args = parser.parse_args()
+    if not gpu_supported(torch.device("cuda")):
+        parser.error("needs a CUDA GPU with compute capability >= 9.0 and CuTeDSL (nvidia-cutlass-dsl)")
     card = torch.cuda.get_device_name()
     rows, ratio = [], {}
     for (g, k, n), t in tqdm([(s, t) for s in SHAPES for t in TOKENS], desc="decode paths"):

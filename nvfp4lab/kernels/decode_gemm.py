@@ -312,16 +312,22 @@ def decode_forward_kernel(
         cute.arch.sync_threads()
         if flag[0] == splits - 1:  # the last CTA of this tile: reduce in split order
             cute.arch.fence_acq_rel_gpu()
+            # 4 neighbouring channels per item (16-byte loads; N % 16 == 0), the split loop
+            # unrolled so that its loads are in flight together: one latency per item, not per split
             channel0 = n_block * CHANNELS_PER_CTA
-            for item in range(tidx, tokens * CHANNELS_PER_CTA, THREADS):
-                t = item // CHANNELS_PER_CTA
-                channel = channel0 + item % CHANNELS_PER_CTA
+            quads = CHANNELS_PER_CTA // 4
+            split_stride = tokens * groups * n_out
+            for item in range(tidx, tokens * quads, THREADS):
+                t = item // quads
+                channel = channel0 + (item % quads) * 4
                 if channel < n_out:
                     index = (t * groups + g) * n_out + channel
-                    total = partials[index]
-                    for s in cutlass.range(1, splits):
-                        total = total + partials[s * tokens * groups * n_out + index]
-                    out[index] = (total * alpha).to(BFloat16)
+                    total = cute.make_tensor((partials.iterator + index).align(16), cute.make_layout(4)).load()
+                    for s in cutlass.range(1, splits, unroll=8):
+                        total = total + cute.make_tensor((partials.iterator + s * split_stride + index).align(16),
+                                                         cute.make_layout(4)).load()
+                    cute.make_tensor((out.iterator + index).align(8), cute.make_layout(4)).store(
+                        (total * alpha).to(BFloat16))
             if tidx == 0:
                 counters[counter] = Int32(0)
 

@@ -167,15 +167,17 @@ def gemm_config(tokens: int | None, rows_per_group_hint: int) -> str:
 
 def decode_splits(groups: int, n: int, k: int, sms: int, tokens: int = 1) -> int | None:
     """K slices (a power of two dividing K/64) for the decode kernel: the fewest that give
-    about two CTAs per SM (measured best on the H200 for the three benchmark shapes: 256,
-    256 and 384 CTAs), each slice at most ``MAX_SLICE`` (half that for T > 8); None when
-    no split fits."""
+    about two CTAs per SM for T <= 8, about one for T > 8 (two token tiles: twice the MMAs
+    and partial sums per CTA), each slice at most ``MAX_SLICE`` (half that for T > 8); None
+    when no split fits. Measured best on the H100 for the three benchmark shapes (T=1: 256,
+    256, 384 CTAs; T=16: 128, 256, 384; ``bench/results/*_decode_paths.md``)."""
     max_slice = decode_kernel.MAX_SLICE // (1 if tokens <= 8 else 2)
     chunks = k // decode_kernel.K_CHUNK
     ctas = groups * -(-n // decode_kernel.CHANNELS_PER_CTA)
     sms = int(os.environ.get("NVFP4LAB_DECODE_CTAS", sms))  # experiments: the CTA count to reach
+    target = (1.9 if tokens <= 8 else 0.95) * sms
     splits = 1
-    while chunks % (2 * splits) == 0 and (k // splits > max_slice or ctas * splits < 1.9 * sms):
+    while chunks % (2 * splits) == 0 and (k // splits > max_slice or ctas * splits < target):
         splits *= 2
     return splits if k // splits <= max_slice else None
 
@@ -184,7 +186,9 @@ def decode_splits(groups: int, n: int, k: int, sms: int, tokens: int = 1) -> int
 #: launch) and the decode kernel's prologue only unpacks the quantized bytes; below it the
 #: prologue quantizes (one launch, but every CTA of a group re-quantizes its K slice of all
 #: T tokens). Measured per T on the three benchmark shapes: bench/results/*_decode_paths.md.
-PREQUANTIZE_FROM = int(os.environ.get("NVFP4LAB_DECODE_PREQUANTIZE_FROM", 5))  # experiments may override it
+#: Measured on the H100: never (the quantizer's own launch costs more than the prologue
+#: saves; fused 5–20 % faster at every T <= 16), hence 17; the knob stays for other cards.
+PREQUANTIZE_FROM = int(os.environ.get("NVFP4LAB_DECODE_PREQUANTIZE_FROM", 17))  # experiments may override it
 
 
 def decode_prequantizes(tokens: int) -> bool:
@@ -279,6 +283,8 @@ def decode_forward(x: torch.Tensor, scale_source: torch.Tensor, words: torch.Ten
     (``dynamic``/``shared`` are then ignored)."""
     tokens, groups, k = x.shape
     n = out.shape[2]
+    if out.data_ptr() % 8 or not out.is_contiguous():  # the split-K reduction stores 4 channels at once
+        raise ValueError("decode_forward needs a contiguous out starting at an 8-byte boundary")
     splits = decode_splits(groups, n, k, multiprocessors(x.device.index or 0), tokens)
     partials = None
     if splits > 1:  # from torch's caching allocator: no sync, and graph-capturable

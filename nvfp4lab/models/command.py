@@ -41,12 +41,12 @@ def plot(evaluation, path: Path) -> None:
     apply_style()
     rows = [r for r in evaluation.rows if r.mode != "-"]
     rows.sort(key=lambda r: r.kl)
-    fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) + 1.4))
+    fig, ax = plt.subplots(figsize=(11, 0.3 * len(rows) + 1.4))
     sns.barplot(x=[r.kl for r in rows], y=[f"{r.recipe} | {r.mode}" for r in rows], hue=[r.mode for r in rows],
                 dodge=False, ax=ax)
     for r in evaluation.rows:
         if r.mode == "-" and r.recipe != "bf16":
-            ax.axvline(r.kl, ls="--", lw=1, color="0.3" if r.recipe == "w4a16" else "C3", label=r.recipe)
+            ax.axvline(r.kl, ls=":" if r.recipe == "w4a16" else "--", lw=1.2, color="black", label=r.recipe)
     ax.set_xlabel("mean KL(bf16 ‖ quantized) of the next-token distribution on held-out text (nats)")
     ax.set_ylabel("NVFP4 W4A4 recipe | global activation scales")
     ax.set_title(f"{evaluation.model}: every layer's o_proj replaced ({evaluation.groups} groups, "

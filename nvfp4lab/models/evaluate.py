@@ -206,7 +206,7 @@ def evaluate_model(path: str | Path, *, groups: int, tokens: int, calibration_to
     )
 
 
-FAST = {"model": "smollm2", "groups": 3, "tokens": 64, "calibration_tokens": 128, "seq_len": 64, "include_mse": False}
+FAST = {"model": "smollm2", "groups": 3, "tokens": 256, "calibration_tokens": 512, "seq_len": 128, "include_mse": False}
 FULL = ({"model": "smollm2", "groups": 3, "tokens": 8192, "calibration_tokens": 2048, "seq_len": 512, "include_mse": True},
         {"model": "gemma3", "groups": 2, "tokens": 8192, "calibration_tokens": 2048, "seq_len": 512, "include_mse": True})
 CACHE = Path(__file__).resolve().parents[2] / "data" / "generated" / "decoder-evaluations"
