@@ -136,7 +136,7 @@ DECODER_FINDINGS: list[Finding] = [
     Finding(
         "D02-static-vs-dynamic-on-decoders", "07_decoder_models",
         _WHERE + " static scales calibrated on other text lose nothing against dynamic ones: the best static "
-        "recipe with max-6 block scales (headroom x4, per group) reaches KL {best_static_kl:.4f} nats against "
+        "recipe with max-6 block scales (headroom x4 per group in fast mode) reaches KL {best_static_kl:.4f} nats against "
         "{dynamic_kl:.4f} for per-group dynamic scales, while plain max scales, without headroom for louder "
         "held-out tokens (F04), give {max_static_kl:.4f} (perplexity {max_static_ppl:.3f} vs {dynamic_ppl:.3f} dynamic). "
         "A static scale needs headroom, not a per-token amax pass.",
