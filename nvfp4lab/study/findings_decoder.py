@@ -77,11 +77,14 @@ def _percentile_headroom(fast, data_dir):
 def _four_over_six(fast, data_dir):
     e = _evaluation(fast)
     plain, four = e.row("dynamic", "per_group dynamic"), e.row("dynamic + four-over-six", "per_group dynamic")
+    static_plain, static_four = e.row("max", "per_group static"), e.row("max + four-over-six", "per_group static")
+    others = [r.kl for r in e.rows if r.mode != "-" and r is not static_four]
     return {"max6_kl": plain.kl, "four_over_six_kl": four.kl, "max6_ppl": plain.perplexity,
             "four_over_six_ppl": four.perplexity, "max6_sqnr_db": plain.mean_layer_sqnr_db,
             "four_over_six_sqnr_db": four.mean_layer_sqnr_db,
-            "static_max6_kl": e.row("max", "per_group static").kl,
-            "static_four_over_six_kl": e.row("max + four-over-six", "per_group static").kl, "tokens": e.tokens}
+            "static_max6_kl": static_plain.kl, "static_four_over_six_kl": static_four.kl,
+            "static_gain": 1 - static_four.kl / static_plain.kl, "dynamic_change": four.kl / plain.kl - 1,
+            "lowest_other_kl": min(others), "tokens": e.tokens}
 
 
 def _sqnr_ranks(fast, data_dir):
@@ -158,12 +161,14 @@ DECODER_FINDINGS: list[Finding] = [
         "D04-four-over-six-in-kl", "07_decoder_models",
         _WHERE + " four-over-six block scales raise the mean layer SQNR from {max6_sqnr_db:.2f} to "
         "{four_over_six_sqnr_db:.2f} dB (F08) and lower the KL with static max scales from {static_max6_kl:.4f} to "
-        "{static_four_over_six_kl:.4f} nats (per group), the lowest KL of any recipe; with dynamic per-group scales "
-        "the KL goes from {max6_kl:.4f} to {four_over_six_kl:.4f} and perplexity from {max6_ppl:.3f} to "
-        "{four_over_six_ppl:.3f} on {tokens:.0f} held-out predictions: no reliable change there (on a 63-token "
-        "slice the dynamic KL fell 7 %), so the model-level gain of four-over-six is in static scales.",
+        "{static_four_over_six_kl:.4f} nats per group ({static_gain:.0%} less), the lowest KL of any NVFP4 recipe "
+        "(next: {lowest_other_kl:.4f}); with dynamic per-group scales the KL moves from {max6_kl:.4f} to "
+        "{four_over_six_kl:.4f} ({dynamic_change:+.1%}) and perplexity from {max6_ppl:.3f} to {four_over_six_ppl:.3f} "
+        "on {tokens:.0f} held-out predictions, less than with static scales (its sign differs between the "
+        "256-token fast slice and 8k tokens): four-over-six's model-level gain is clearest with static scales.",
         _four_over_six,
-        lambda n: n["static_four_over_six_kl"] < 0.9 * n["static_max6_kl"] and n["four_over_six_sqnr_db"] > n["max6_sqnr_db"],
+        lambda n: n["static_gain"] >= 0.05 and n["static_four_over_six_kl"] <= n["lowest_other_kl"]
+        and abs(n["dynamic_change"]) < n["static_gain"] and n["four_over_six_sqnr_db"] > n["max6_sqnr_db"],
         figure="07_model_kl",
     ),
     Finding(

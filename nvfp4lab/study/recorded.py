@@ -3,8 +3,9 @@ current claims, so a recorded report's wording cannot drift from its numbers.
 
 ``docs/findings-full-H100.json`` holds the run's numbers per finding; ``render(record)``
 fills each current claim with them (a number the claim now names but the run did not
-record reads "(not recorded)") and ``python -m nvfp4lab.study.recorded`` rewrites
-``docs/findings-full-H100.md``.
+record reads "(not recorded)") and ``python -m nvfp4lab.study.recorded [STEM]`` rewrites
+``STEM.md`` (default ``docs/findings-full-H100``; the decoder-LM run is
+``docs/findings-full-H200-decoders``).
 """
 
 from __future__ import annotations
@@ -54,4 +55,6 @@ def main(stem: str = "docs/findings-full-H100") -> Path:
 
 
 if __name__ == "__main__":
-    print(f"wrote {main()}")
+    import sys
+
+    print(f"wrote {main(*sys.argv[1:2])}")
