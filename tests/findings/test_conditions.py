@@ -17,9 +17,11 @@ def test_conditions_state_shapes_tokens_seeds_data_torch_device_and_mode(tmp_pat
     for needle in (f"G = {cfg.groups}", f"K = {cfg.in_features}", f"N = {cfg.out_features}",
                    f"T = {ex.tokens(True)} tokens", f"seed {ex.CALIBRATION_SEED}", f"seed {ex.HELD_OUT_SEED}",
                    "Student-t", "outlier tokens", f"torch {torch.__version__}", "computed on CPU", "mode: **fast**",
-                   "all-MiniLM-L6-v2", "1000 tokens", "first 750 tokens calibrate"):
+                   "all-MiniLM-L6-v2", "1000 tokens", "first 750 tokens calibrate",
+                   "### Real decoder LMs", "King James Bible", "512 calibration and 256 held-out tokens"):
         assert needle in text, needle
     assert "No capture found" in conditions.conditions_markdown(True, tmp_path / "none")
+    assert "8192 held-out tokens" in conditions.conditions_markdown(False, tmp_path)
 
 
 def test_definitions_cover_every_word_the_claims_use():
