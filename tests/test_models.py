@@ -138,6 +138,7 @@ def test_recommend_prefers_a_static_row_within_ten_percent_of_the_lowest_kl():
             ("max", "per_group static", 10.6, 0.105, 0.9), ("percentile 99.99", "shared static", 12.0, 0.5, 0.8)]
     choice, why = recommend(_evaluation(rows))
     assert (choice.recipe, choice.mode) == ("max", "per_group static") and "no amax pass" in why
+    assert why.startswith("Rule: ") and why.index("Rule: ") < why.index("Chosen: ")
     rows[2] = ("max", "per_group static", 10.6, 0.2, 0.9)
     choice, why = recommend(_evaluation(rows))
     assert (choice.recipe, choice.mode) == ("dynamic", "per_group dynamic") and "lowest mean KL" in why
@@ -154,7 +155,7 @@ def test_calibrate_model_writes_its_outputs(tiny, tmp_path, monkeypatch, capsys)
     assert {"recipe", "mode", "perplexity", "kl", "top1_agreement"} <= set(record["recipes"][0])
     assert {(r["recipe"], r["mode"]) for r in record["recipes"]} == {(r.name, r.mode) for r in all_recipes()}
     recommended = record["recommended"]
-    assert recommended["mode"] != "-" and recommended["reason"]
+    assert recommended["mode"] != "-" and recommended["reason"].startswith("Rule: ")
     best = min(r["kl"] for r in record["recipes"] if r["mode"] != "-")
     chosen = next(r for r in record["recipes"] if (r["recipe"], r["mode"]) == (recommended["recipe"], recommended["mode"]))
     assert chosen["kl"] <= best * 1.1

@@ -29,7 +29,7 @@ def default_groups(heads: int) -> int:
     return heads
 
 
-def plot(evaluation, path: Path) -> None:
+def plot(evaluation, path: Path, choice=None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,8 +42,14 @@ def plot(evaluation, path: Path) -> None:
     rows = [r for r in evaluation.rows if r.mode != "-"]
     rows.sort(key=lambda r: r.kl)
     fig, ax = plt.subplots(figsize=(11, 0.3 * len(rows) + 1.4))
-    sns.barplot(x=[r.kl for r in rows], y=[f"{r.recipe} | {r.mode}" for r in rows], hue=[r.mode for r in rows],
-                dodge=False, ax=ax)
+    def label(r):
+        chosen = choice is not None and (r.recipe, r.mode) == (choice.recipe, choice.mode)
+        return f"★ {r.recipe} | {r.mode} (recommended)" if chosen else f"{r.recipe} | {r.mode}"
+
+    sns.barplot(x=[r.kl for r in rows], y=[label(r) for r in rows], hue=[r.mode for r in rows], dodge=False, ax=ax)
+    for tick in ax.get_yticklabels():
+        if tick.get_text().startswith("★"):
+            tick.set_fontweight("bold")
     for r in evaluation.rows:
         if r.mode == "-" and r.recipe != "bf16":
             ax.axvline(r.kl, ls=":" if r.recipe == "w4a16" else "--", lw=1.2, color="black", label=r.recipe)
@@ -119,7 +125,7 @@ def run(gguf: str | None, text: str | None, groups: int | None, tokens: int, out
         (out_dir / "model_calibration.json").write_text(json.dumps(record, indent=1, allow_nan=False))
         report = markdown(evaluation, choice, why, str(path), text_label)
         (out_dir / "model_calibration.md").write_text(report)
-        plot(evaluation, out_dir / "model_calibration.png")
+        plot(evaluation, out_dir / "model_calibration.png", choice)
     except BaseException:
         if not existed:
             shutil.rmtree(out_dir, ignore_errors=True)

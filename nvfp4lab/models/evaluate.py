@@ -271,10 +271,13 @@ def recommend(evaluation: ModelEvaluation, tolerance: float = 0.10) -> tuple[Row
     best = min(candidates, key=lambda r: r.kl)
     static = [r for r in candidates if r.mode.endswith("static") and r.kl <= best.kl * (1 + tolerance)]
     choice = min(static, key=lambda r: r.kl) if static else best
-    why = (f"lowest mean KL(bf16 ‖ quantized) of the next-token distribution on {evaluation.tokens} held-out tokens "
-           f"among NVFP4 W4A4 recipes ({choice.kl:.4f} nats; perplexity {choice.perplexity:.3f}, top-1 agreement "
-           f"{choice.top1_agreement:.1%})")
+    rule = (f"Rule: the lowest mean KL(bf16 ‖ quantized) of the next-token distribution on {evaluation.tokens} "
+            f"held-out tokens among NVFP4 W4A4 recipes wins, except that a static row within {tolerance:.0%} of it "
+            "is preferred (no amax pass at inference). ")
+    why = rule + (f"Chosen: lowest mean KL ({choice.kl:.4f} nats; perplexity {choice.perplexity:.3f}, top-1 agreement "
+                  f"{choice.top1_agreement:.1%})")
     if choice is not best:
-        why = (f"static and within {tolerance:.0%} of the lowest held-out KL ({best.recipe}, {best.mode}: {best.kl:.4f} "
-               f"nats; this one {choice.kl:.4f}, perplexity {choice.perplexity:.3f}), so no amax pass at inference")
+        why = rule + (f"Chosen: static and within {tolerance:.0%} of the lowest held-out KL ({best.recipe}, {best.mode}: "
+                      f"{best.kl:.4f} nats; this one {choice.kl:.4f}, perplexity {choice.perplexity:.3f}), so no amax "
+                      "pass at inference")
     return choice, why
