@@ -68,17 +68,26 @@ class Job:
     factory: Callable | None
     rule: str
 
-    def calibrate(self, batches: Iterable[torch.Tensor]) -> torch.Tensor | None:
-        """The static ``(G,)`` global scales from calibration batches ``(T, G, K)`` (``None`` when dynamic)."""
-        if self.factory is None:
-            return None
-        calibrator = self.factory(self.mode.sharing)
-        for batch in batches:
-            calibrator.observe(batch)
+    def calibrator(self):
+        """A fresh calibrator for this (static) row."""
+        return self.factory(self.mode.sharing)
+
+    def static_scale(self, calibrator) -> torch.Tensor:
+        """The static ``(G,)`` global scales from a calibrator that has seen the calibration
+        tokens (× 2688/1536 for four-over-six block scales)."""
         static = calibrator.global_scale()
         if self.rule == "four_over_six":
             static = static * (GLOBAL_SCALE_DIVISOR / FOUR_OVER_SIX_DIVISOR)
         return static
+
+    def calibrate(self, batches: Iterable[torch.Tensor]) -> torch.Tensor | None:
+        """The static ``(G,)`` global scales from calibration batches ``(T, G, K)`` (``None`` when dynamic)."""
+        if self.factory is None:
+            return None
+        calibrator = self.calibrator()
+        for batch in batches:
+            calibrator.observe(batch)
+        return self.static_scale(calibrator)
 
     def global_scale(self, x: torch.Tensor, static: torch.Tensor | None) -> torch.Tensor:
         """The ``(G,)`` global scales this row quantizes ``x (T, G, K)`` with."""
@@ -88,13 +97,13 @@ class Job:
         return scale
 
 
-def jobs(weights: torch.Tensor | None) -> list[Job]:
-    """Every NVFP4 W4A4 row: dynamic (max6 and four-over-six) per sharing, each static
-    recipe per sharing, and max calibration with four-over-six block scales."""
+def jobs(weights: torch.Tensor | None, mse_sample_tokens: int = 2048) -> list[Job]:
+    """Every NVFP4 W4A4 row, in table order: dynamic (max6 and four-over-six) per sharing,
+    each static recipe per sharing, and max calibration with four-over-six block scales."""
     rows = [Job("dynamic" if rule == "max6" else "dynamic + four-over-six", ScaleMode(sharing, "dynamic"), None, rule)
             for sharing in SHARINGS for rule in ("max6", "four_over_six")]
-    rows += [Job(name, ScaleMode(sharing, "static"), factory, "max6") for name, factory in recipes(weights).items()
-             for sharing in SHARINGS]
+    rows += [Job(name, ScaleMode(sharing, "static"), factory, "max6")
+             for name, factory in recipes(weights, mse_sample_tokens).items() for sharing in SHARINGS]
     rows += [Job("max + four-over-six", ScaleMode(sharing, "static"), recipes(None)["max"], "four_over_six")
              for sharing in SHARINGS]
     return rows
@@ -140,17 +149,16 @@ def _noise(reference: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return (reference - z).square().sum(dim=(0, 2))
 
 
-def _static_scales(calibration, weights, device, batch_tokens, mse_sample_tokens, progress):
-    """One streaming pass over ``calibration`` feeding every recipe's calibrators; returns
-    ``{(recipe, sharing): (G,) scale}``."""
-    calibrators = {(name, sharing): factory(sharing)
-                   for name, factory in recipes(weights, mse_sample_tokens).items() for sharing in SHARINGS}
+def _static_scales(calibration, static_jobs, device, batch_tokens, progress):
+    """One streaming pass over ``calibration`` feeding every static row's calibrator;
+    returns ``{job: (G,) scale}``."""
+    calibrators = {job: job.calibrator() for job in static_jobs}
     starts = range(0, calibration.shape[0], batch_tokens)
     for start in tqdm(starts, desc="calibrate", unit="chunk", disable=not progress):
         chunk = calibration[start : start + batch_tokens].to(device, torch.float32)
         for calibrator in calibrators.values():
             calibrator.observe(chunk)
-    return {key: c.global_scale() for key, c in tqdm(calibrators.items(), desc="static scales", disable=not progress)}
+    return {job: job.static_scale(c) for job, c in tqdm(calibrators.items(), desc="static scales", disable=not progress)}
 
 
 def evaluate(calibration: torch.Tensor, held_out: torch.Tensor, weights: torch.Tensor, *,
@@ -176,7 +184,8 @@ def evaluate(calibration: torch.Tensor, held_out: torch.Tensor, weights: torch.T
     # Peak memory: calibration first (the MSE searches' temporaries are freed before the
     # evaluation's float64 weights exist), then the quantized weights (large temporaries),
     # then the plain conversions.
-    static = _static_scales(calibration, w, device, batch_tokens, mse_sample_tokens, progress)
+    nvfp4_jobs = jobs(w, mse_sample_tokens)
+    static = _static_scales(calibration, [j for j in nvfp4_jobs if j.factory is not None], device, batch_tokens, progress)
     w_hat = baselines.nvfp4_weights(w)
     w_fp8 = baselines.fp8_weights(w) if held_out.shape[-1] % 128 == 0 and w.shape[-1] % 128 == 0 else None
     w64 = w.double()
@@ -188,18 +197,12 @@ def evaluate(calibration: torch.Tensor, held_out: torch.Tensor, weights: torch.T
     empty = held_out[:0].to(device, torch.float32)
 
     rows = [_Row("bf16", "-"), _Row("w4a16", "-")] + ([_Row("fp8 (1x128 act, 128x128 wt)", "-")] if w_fp8 is not None else [])
-    for sharing in SHARINGS:
-        name = ScaleMode(sharing, "dynamic").name
-        rows += [_Row("dynamic", name, dynamic[sharing].contiguous()),
-                 _Row("dynamic + four-over-six", name, (dynamic[sharing] * to_four_over_six).contiguous(), "four_over_six")]
-    for recipe in recipes(w):
-        for sharing in SHARINGS:
-            mode = ScaleMode(sharing, "static")
-            rows.append(_Row(recipe, mode.name, mode.global_scale(empty, static[(recipe, sharing)].to(device))))
-    for sharing in SHARINGS:
-        mode = ScaleMode(sharing, "static")
-        scale = mode.global_scale(empty, static[("max", sharing)].to(device)) * to_four_over_six
-        rows.append(_Row("max + four-over-six", mode.name, scale, "four_over_six"))
+    for job in nvfp4_jobs:
+        if job.factory is None:  # dynamic: from the whole held-out set's amax
+            scale = dynamic[job.mode.sharing] * (to_four_over_six if job.rule == "four_over_six" else 1.0)
+        else:
+            scale = job.mode.global_scale(empty, static[job].to(device))
+        rows.append(_Row(job.label, job.mode.name, scale.contiguous(), job.rule))
 
     signal = torch.zeros(groups, dtype=torch.float64, device=device)
     per_token = groups * max(held_out.shape[-1], w.shape[-1])
