@@ -16,7 +16,7 @@ if "--sweep" in sys.argv:
     copies = copies_for(p.words.numel() * 4)
     weights = [(None, None, p.words.clone(), p.word_scales.clone()) for _ in range(copies)]
     for target in [int(v) for v in os.environ.get("TARGETS", "132 264 528").split()]:
-        os.environ["NVFP4LAB_DECODE_CTAS"] = str(target)
+        launch.multiprocessors = lambda index, target=target: target  # the layer's forward aims at this CTA count
         splits = launch.decode_splits(groups, n, k, target, tokens)
         for dynamic in (False, True):
             us = time_graph(lambda i: p.forward(weights[i], dynamic=dynamic), copies)

@@ -54,6 +54,10 @@ def stream_of(device: torch.device | None):
 # Each compile_* builds the kernel from placeholder pointers; the pointer dtypes and
 # alignments are part of the compiled signature, the addresses and sizes are not.
 
+def _compiler(keep_ptx: bool):
+    """``cute.compile``, keeping the PTX (in ``CUTE_DSL_DUMP_DIR``) when asked."""
+    return cute.compile[cute.KeepPTX()] if keep_ptx else cute.compile
+
 def _quantize_args(x=None, source=None, data=None, scales=None, used=None):
     return (
         pointer(x, cutlass.BFloat16, 32),
@@ -66,9 +70,8 @@ def _quantize_args(x=None, source=None, data=None, scales=None, used=None):
 
 @functools.cache
 def compile_quantize_activations(dynamic: bool, shared: bool, packed_scales: bool = True, keep_ptx: bool = False):
-    compile_ = cute.compile[cute.KeepPTX()] if keep_ptx else cute.compile
-    return compile_(quant_kernel.quantize_activations, *_quantize_args(), *[Int32(1)] * 4, make_fake_stream(), dynamic,
-                    shared, packed_scales)
+    return _compiler(keep_ptx)(quant_kernel.quantize_activations, *_quantize_args(), *[Int32(1)] * 4,
+                               make_fake_stream(), dynamic, shared, packed_scales)
 
 
 def _amax_args(x=None, amax_bits=None):
@@ -77,8 +80,7 @@ def _amax_args(x=None, amax_bits=None):
 
 @functools.cache
 def compile_group_amax(keep_ptx: bool = False):
-    compile_ = cute.compile[cute.KeepPTX()] if keep_ptx else cute.compile
-    return compile_(amax_kernel.group_amax, *_amax_args(), *[Int32(1)] * 3, make_fake_stream())
+    return _compiler(keep_ptx)(amax_kernel.group_amax, *_amax_args(), *[Int32(1)] * 3, make_fake_stream())
 
 
 def _gemm_args(mat_a=None, scale_a=None, mat_b=None, scale_b=None, offsets=None, gs_a=None, gs_b=None, out=None,
@@ -103,9 +105,9 @@ SMALL_TOKENS = 32
 
 @functools.cache
 def compile_grouped_gemm(config: str, padded_output: bool, split_k: bool = False, keep_ptx: bool = False):
-    compile_ = cute.compile[cute.KeepPTX()] if keep_ptx else cute.compile
     entry = wgmma_kernel.grouped_gemm_wgmma if config == "wgmma" else gemm_kernel.grouped_gemm
-    return compile_(entry, *_gemm_args(), *[Int32(1)] * 8, make_fake_stream(), CONFIGS[config], padded_output, split_k)
+    return _compiler(keep_ptx)(entry, *_gemm_args(), *[Int32(1)] * 8, make_fake_stream(), CONFIGS[config],
+                               padded_output, split_k)
 
 
 def _reduce_args(partials=None, gs_a=None, gs_b=None, out=None):
@@ -115,8 +117,7 @@ def _reduce_args(partials=None, gs_a=None, gs_b=None, out=None):
 
 @functools.cache
 def compile_split_k_reduce(keep_ptx: bool = False):
-    compile_ = cute.compile[cute.KeepPTX()] if keep_ptx else cute.compile
-    return compile_(reduce_kernel.split_k_reduce, *_reduce_args(), *[Int32(1)] * 4, make_fake_stream())
+    return _compiler(keep_ptx)(reduce_kernel.split_k_reduce, *_reduce_args(), *[Int32(1)] * 4, make_fake_stream())
 
 
 def _decode_args(x=None, source=None, words=None, scales=None, gs_w=None, out=None, partials=None, counters=None,
@@ -138,9 +139,8 @@ def _decode_args(x=None, source=None, words=None, scales=None, gs_w=None, out=No
 @functools.cache
 def compile_decode_forward(n_tiles: int, dynamic: bool, shared: bool, split_k: bool, guarded: bool = True,
                            prequantized: bool = False, keep_ptx: bool = False):
-    compile_ = cute.compile[cute.KeepPTX()] if keep_ptx else cute.compile
-    return compile_(decode_kernel.decode_forward, *_decode_args(), *[Int32(1)] * 6, make_fake_stream(), n_tiles, dynamic,
-                    shared, split_k, guarded, prequantized)
+    return _compiler(keep_ptx)(decode_kernel.decode_forward, *_decode_args(), *[Int32(1)] * 6, make_fake_stream(),
+                               n_tiles, dynamic, shared, split_k, guarded, prequantized)
 
 
 @functools.cache
@@ -174,7 +174,6 @@ def decode_splits(groups: int, n: int, k: int, sms: int, tokens: int = 1) -> int
     max_slice = decode_kernel.MAX_SLICE // (1 if tokens <= 8 else 2)
     chunks = k // decode_kernel.K_CHUNK
     ctas = groups * -(-n // decode_kernel.CHANNELS_PER_CTA)
-    sms = int(os.environ.get("NVFP4LAB_DECODE_CTAS", sms))  # experiments: the CTA count to reach
     target = (1.9 if tokens <= 8 else 0.95) * sms
     splits = 1
     while chunks % (2 * splits) == 0 and (k // splits > max_slice or ctas * splits < target):
