@@ -182,6 +182,21 @@ def test_calibrate_model_rejects_bad_input_with_exit_2_and_no_folder(tiny, tmp_p
     assert not (tmp_path / "report").exists()
 
 
+def test_a_failed_calibrate_model_leaves_nested_and_existing_folders_as_it_found_them(tiny, tmp_path, monkeypatch,
+                                                                                     capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "short.txt").write_text("In the beginning.")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    for out in ("a/b/report", "mine"):
+        assert main(["calibrate-model", "--gguf", str(tiny["llama"]), "--text", "short.txt", "--tokens", "32",
+                     "--out", out]) == 2
+    assert "text is too short" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep me"
+
+
 def test_static_scales_come_from_the_calibration_text_only(tiny):
     held_out = corpus.held_out_text()[:3000]
     quiet = evaluate_model(tiny["llama"], groups=2, tokens=32, texts=(corpus.calibration_text()[:3000], held_out),

@@ -7,16 +7,17 @@ text is split in two halves, the first calibrates, the second is held out), ``gr
 groups (default: 3 heads a group when the heads allow, else 1 head a group), ``tokens`` the
 held-out tokens (the calibration part uses as many). Writes ``model_calibration.md``,
 ``model_calibration.json`` (strict JSON) and ``model_calibration.png`` into ``out``. Every input
-is checked before the output folder is made, so a bad input leaves nothing behind.
+is checked before the long work, and a failed run leaves the output folder as it found it
+(:class:`nvfp4lab.output_folder.OutputFolder`).
 """
 
 from __future__ import annotations
 
+import io
 import json
-import shutil
 from pathlib import Path
 
-from nvfp4lab.validation import check_writable_folder
+from nvfp4lab.output_folder import OutputFolder
 
 MIN_TOKENS = 16
 
@@ -29,7 +30,9 @@ def default_groups(heads: int) -> int:
     return heads
 
 
-def plot(evaluation, path: Path, choice=None) -> None:
+def plot(evaluation, choice=None) -> bytes:
+    """The NVFP4 W4A4 rows' held-out KL as bars (the recommended one starred), FP8 and W4A16
+    as lines; returns the PNG (nothing is written here)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -59,8 +62,10 @@ def plot(evaluation, path: Path, choice=None) -> None:
                  f"{evaluation.tokens} held-out tokens)", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="scales / baselines")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
+    return buffer.getvalue()
 
 
 def markdown(evaluation, choice, why, gguf: str, text: str) -> str:
@@ -85,51 +90,44 @@ def run(gguf: str | None, text: str | None, groups: int | None, tokens: int, out
     from nvfp4lab.models.evaluate import evaluate_model, recommend
     from nvfp4lab.models.projection import check_groups
 
-    out_dir = Path(out)
-    existed = out_dir.exists()
-    if existed:
-        check_writable_folder(out_dir)
-    if tokens < MIN_TOKENS:
-        raise ValueError(f"--tokens must be at least {MIN_TOKENS}; got {tokens}")
-    path = Path(gguf) if gguf else packaged.smollm2_path()
-    config = gguf_weights.config_of(gguf_weights.reader(path), path)  # missing file, not GGUF, unsupported architecture
-    groups = groups or default_groups(config.heads)
-    check_groups(config.heads, groups)
-    if text is not None:
-        text_path = Path(text)
-        if not text_path.is_file():
-            raise ValueError(f"text file not found: {text_path}")
-        try:
-            parts = corpus.split_text(text_path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            raise ValueError(f"{text_path} is not UTF-8 text") from None
-        text_label = f"`{text_path}` (first half calibrates, second half held out)"
-    else:
-        parts = (corpus.calibration_text(), corpus.held_out_text())
-        text_label = f"{corpus.SOURCE} (even chapters calibrate, odd chapters held out)"
-    evaluation = evaluate_model(path, groups=groups, tokens=tokens, texts=parts)  # too short a text fails here
-    choice, why = recommend(evaluation)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        check_writable_folder(out_dir)
+    with OutputFolder(out) as folder:  # a failed run leaves the folder as it found it
+        if tokens < MIN_TOKENS:
+            raise ValueError(f"--tokens must be at least {MIN_TOKENS}; got {tokens}")
+        path = Path(gguf) if gguf else packaged.smollm2_path()
+        # a missing file, a file that is not GGUF, an unsupported architecture: clear errors here
+        config = gguf_weights.config_of(gguf_weights.reader(path), path)
+        groups = groups or default_groups(config.heads)
+        check_groups(config.heads, groups)
+        if text is not None:
+            text_path = Path(text)
+            if not text_path.is_file():
+                raise ValueError(f"text file not found: {text_path}")
+            try:
+                parts = corpus.split_text(text_path.read_text(encoding="utf-8"))
+            except UnicodeDecodeError:
+                raise ValueError(f"{text_path} is not UTF-8 text") from None
+            text_label = f"`{text_path}` (first half calibrates, second half held out)"
+        else:
+            parts = (corpus.calibration_text(), corpus.held_out_text())
+            text_label = f"{corpus.SOURCE} (even chapters calibrate, odd chapters held out)"
+        evaluation = evaluate_model(path, groups=groups, tokens=tokens, texts=parts)  # too short a text fails here
+        choice, why = recommend(evaluation)
         record = {
             "model": evaluation.model, "gguf": str(path), "architecture": evaluation.architecture,
-            "groups": evaluation.groups, "tokens": evaluation.tokens, "calibration_tokens": evaluation.calibration_tokens,
+            "groups": evaluation.groups, "tokens": evaluation.tokens,
+            "calibration_tokens": evaluation.calibration_tokens,
             "bf16": {"perplexity": evaluation.row("bf16").perplexity},
             "recipes": [{"recipe": r.recipe, "mode": r.mode, "perplexity": r.perplexity, "kl": r.kl,
-                         "top1_agreement": r.top1_agreement, "layer_sqnr_db": r.layer_sqnr_db} for r in evaluation.rows],
+                         "top1_agreement": r.top1_agreement, "layer_sqnr_db": r.layer_sqnr_db}
+                        for r in evaluation.rows],
             "sensitivity": {"recipe": evaluation.sensitivity_recipe, "kl_per_layer": evaluation.sensitivity_kl},
             "recommended": {"recipe": choice.recipe, "mode": choice.mode, "reason": why,
                             "rule": "lowest held-out KL among NVFP4 W4A4 rows; static preferred within 10% of it"},
         }
-        (out_dir / "model_calibration.json").write_text(json.dumps(record, indent=1, allow_nan=False))
         report = markdown(evaluation, choice, why, str(path), text_label)
-        (out_dir / "model_calibration.md").write_text(report)
-        plot(evaluation, out_dir / "model_calibration.png", choice)
-    except BaseException:
-        if not existed:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
+        folder.write("model_calibration.json", json.dumps(record, indent=1, allow_nan=False))
+        folder.write("model_calibration.md", report)
+        folder.write("model_calibration.png", plot(evaluation, choice))
     print(report)
-    print(f"written: {out_dir / 'model_calibration.md'}, model_calibration.json, model_calibration.png")
+    print(f"written: {folder.path / 'model_calibration.md'}, model_calibration.json, model_calibration.png")
     return 0
