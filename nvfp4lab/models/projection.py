@@ -110,7 +110,8 @@ def recipe_output(recipe: Recipe, x: torch.Tensor, weights: LayerWeights, layer:
         n = w.shape[-1]
         padded = _pad_to(x, 2, baselines.FP8_BLOCK)
         return baselines.grouped_matmul(baselines.fp8_activations(padded), weights.fp8(layer))[..., :n]
-    z, _ = baselines.nvfp4_output(x, w, recipe.job.global_scale(x, static), weights.nvfp4(layer), block_rule=recipe.job.rule)
+    z, _ = baselines.nvfp4_output(x, w, recipe.job.global_scale(x, static), weights.nvfp4(layer),
+                                  block_rule=recipe.job.rule)
     return z
 
 
@@ -128,8 +129,9 @@ class RecipeProjection:
         if recipe.job is not None and recipe.job.factory is not None and not self.layers <= set(self.static):
             raise ValueError(f"recipe {recipe.label!r} needs calibrated static scales for layers {sorted(self.layers)}")
         self.measure = measure
-        self.signal = torch.zeros(n, dtype=torch.float64)
-        self.noise = torch.zeros(n, dtype=torch.float64)
+        # on the model's device: no copy to the host (and no sync) per layer and call
+        self.signal = torch.zeros(n, dtype=torch.float64, device=weights.decoder.device)
+        self.noise = torch.zeros(n, dtype=torch.float64, device=weights.decoder.device)
 
     def __call__(self, layer: int, o: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         x = o.reshape(o.shape[0], self.weights.groups, -1)
@@ -137,11 +139,11 @@ class RecipeProjection:
         y = recipe_output(recipe, x, self.weights, layer, self.static.get(layer)).sum(dim=1)
         if self.measure and layer in self.layers:
             reference = baselines.reference_output(x, self.weights.grouped(layer)).sum(dim=1)
-            self.signal[layer] += reference.square().sum().cpu()
-            self.noise[layer] += (y - reference).square().sum().cpu()
+            self.signal[layer] += reference.square().sum()
+            self.noise[layer] += (y - reference).square().sum()
         return y.to(o.dtype)
 
     def sqnr_db(self) -> list[float]:
         """Per layer SQNR (dB) of the projection output over everything seen (NaN for layers not quantized)."""
-        values = _sqnr_from(self.signal, self.noise).tolist()
+        values = _sqnr_from(self.signal, self.noise).cpu().tolist()
         return [value if i in self.layers else float("nan") for i, value in enumerate(values)]
