@@ -29,8 +29,7 @@ from tqdm import tqdm
 
 from nvfp4lab import baselines, metrics, streaming
 from nvfp4lab.calibration import HeadroomCalibrator, MaxCalibrator, MseCalibrator, PercentileCalibrator
-from nvfp4lab.formats import GLOBAL_SCALE_DIVISOR
-from nvfp4lab.quantize import FOUR_OVER_SIX_DIVISOR, dequantize_nvfp4, global_scale_from_amax, quantize_nvfp4
+from nvfp4lab.quantize import FOUR_OVER_SIX_SCALE_FACTOR, dequantize_nvfp4, global_scale_from_amax, quantize_nvfp4
 from nvfp4lab.scale_modes import SHARINGS, ScaleMode
 
 #: Within this many dB of the best row, a static row is preferred (see :func:`recommend`).
@@ -72,13 +71,15 @@ class Job:
         """A fresh calibrator for this (static) row."""
         return self.factory(self.mode.sharing)
 
+    @property
+    def scale_factor(self) -> float:
+        """What the block rule multiplies a max-6 global scale by (1, or 2688/1536)."""
+        return FOUR_OVER_SIX_SCALE_FACTOR if self.rule == "four_over_six" else 1.0
+
     def static_scale(self, calibrator) -> torch.Tensor:
         """The static ``(G,)`` global scales from a calibrator that has seen the calibration
-        tokens (× 2688/1536 for four-over-six block scales)."""
-        static = calibrator.global_scale()
-        if self.rule == "four_over_six":
-            static = static * (GLOBAL_SCALE_DIVISOR / FOUR_OVER_SIX_DIVISOR)
-        return static
+        tokens (× :attr:`scale_factor`)."""
+        return calibrator.global_scale() * self.scale_factor
 
     def calibrate(self, batches: Iterable[torch.Tensor]) -> torch.Tensor | None:
         """The static ``(G,)`` global scales from calibration batches ``(T, G, K)`` (``None`` when dynamic)."""
@@ -92,9 +93,7 @@ class Job:
     def global_scale(self, x: torch.Tensor, static: torch.Tensor | None) -> torch.Tensor:
         """The ``(G,)`` global scales this row quantizes ``x (T, G, K)`` with."""
         scale = self.mode.global_scale(x, static)
-        if self.mode.source == "dynamic" and self.rule == "four_over_six":
-            scale = scale * (GLOBAL_SCALE_DIVISOR / FOUR_OVER_SIX_DIVISOR)
-        return scale
+        return scale * self.scale_factor if self.mode.source == "dynamic" else scale
 
 
 def jobs(weights: torch.Tensor | None, mse_sample_tokens: int = 2048) -> list[Job]:
@@ -158,7 +157,8 @@ def _static_scales(calibration, static_jobs, device, batch_tokens, progress):
         chunk = calibration[start : start + batch_tokens].to(device, torch.float32)
         for calibrator in calibrators.values():
             calibrator.observe(chunk)
-    return {job: job.static_scale(c) for job, c in tqdm(calibrators.items(), desc="static scales", disable=not progress)}
+    return {job: job.static_scale(c)
+            for job, c in tqdm(calibrators.items(), desc="static scales", disable=not progress)}
 
 
 def evaluate(calibration: torch.Tensor, held_out: torch.Tensor, weights: torch.Tensor, *,
@@ -185,7 +185,8 @@ def evaluate(calibration: torch.Tensor, held_out: torch.Tensor, weights: torch.T
     # evaluation's float64 weights exist), then the quantized weights (large temporaries),
     # then the plain conversions.
     nvfp4_jobs = jobs(w, mse_sample_tokens)
-    static = _static_scales(calibration, [j for j in nvfp4_jobs if j.factory is not None], device, batch_tokens, progress)
+    static_jobs = [job for job in nvfp4_jobs if job.factory is not None]
+    static = _static_scales(calibration, static_jobs, device, batch_tokens, progress)
     w_hat = baselines.nvfp4_weights(w)
     w_fp8 = baselines.fp8_weights(w) if held_out.shape[-1] % 128 == 0 and w.shape[-1] % 128 == 0 else None
     w64 = w.double()
@@ -193,13 +194,12 @@ def evaluate(calibration: torch.Tensor, held_out: torch.Tensor, weights: torch.T
 
     amax = streaming.group_amax(held_out, chunk_elements).to(device)
     dynamic = {"per_group": global_scale_from_amax(amax), "shared": global_scale_from_amax(amax.max()).expand(groups)}
-    to_four_over_six = GLOBAL_SCALE_DIVISOR / FOUR_OVER_SIX_DIVISOR
     empty = held_out[:0].to(device, torch.float32)
 
     rows = [_Row("bf16", "-"), _Row("w4a16", "-")] + ([_Row("fp8 (1x128 act, 128x128 wt)", "-")] if w_fp8 is not None else [])
     for job in nvfp4_jobs:
         if job.factory is None:  # dynamic: from the whole held-out set's amax
-            scale = dynamic[job.mode.sharing] * (to_four_over_six if job.rule == "four_over_six" else 1.0)
+            scale = dynamic[job.mode.sharing] * job.scale_factor
         else:
             scale = job.mode.global_scale(empty, static[job].to(device))
         rows.append(_Row(job.label, job.mode.name, scale.contiguous(), job.rule))

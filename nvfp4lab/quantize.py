@@ -162,6 +162,8 @@ def block_scales_and_multipliers(
 BLOCK_RULES = ("max6", "four_over_six")
 #: Four-over-six keeps block scales <= 256·6/4 = 384 < 448, so gs = amax / (6·256).
 FOUR_OVER_SIX_DIVISOR = E2M1_MAX * 256.0
+#: A max-6 global scale (amax / 2688) times this is four-over-six's (amax / 1536): 1.75, exact.
+FOUR_OVER_SIX_SCALE_FACTOR = GLOBAL_SCALE_DIVISOR / FOUR_OVER_SIX_DIVISOR
 
 
 def _encode_blocks(blocks: torch.Tensor, gs_per_block: torch.Tensor, block_max: float):

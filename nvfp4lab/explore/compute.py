@@ -35,7 +35,7 @@ from nvfp4lab.explore.sources import OPTION_FIELDS, SourceOptions, get_source
 from nvfp4lab.formats import GLOBAL_SCALE_DIVISOR
 from nvfp4lab.quantize import (
     BLOCK_RULES,
-    FOUR_OVER_SIX_DIVISOR,
+    FOUR_OVER_SIX_SCALE_FACTOR,
     MIN_GLOBAL_SCALE,
     dequantize_nvfp4,
     quantize_nvfp4,
@@ -251,7 +251,7 @@ class Explorer:
             static = self.static_scale(*key, controls.recipe, controls.sharing)
         scale = mode.global_scale(prepared.x, static).double()
         if controls.block_rule == "four_over_six":  # as nvfp4lab.evaluation: gs = amax / 1536
-            scale = scale * (GLOBAL_SCALE_DIVISOR / FOUR_OVER_SIX_DIVISOR)
+            scale = scale * FOUR_OVER_SIX_SCALE_FACTOR
         return (scale * 2.0**controls.octaves).clamp(min=MIN_GLOBAL_SCALE).to(torch.float32)
 
     def compute(self, controls: Controls, progress: Callable[[str], None] | None = None) -> View:
