@@ -182,14 +182,14 @@ class Nvfp4GroupedLinear:
         gs_b = dynamic_global_scale(self.weight_nk, per_group=True, group_dim=0)  # (G,)
         self.weight_q = quantize_nvfp4(self.weight_nk, gs_b, group_dim=0, check_finite=False)
         self._mat_b, self._scale_b = grouped_b_operand(self.weight_q)
-        if self.backend == "cutedsl" and self.in_features % 64 == 0 and self.out_features % 16 == 0:
+        if self.backend == "cutedsl":
+            from nvfp4lab.kernels import launch
             from nvfp4lab.kernels.decode_layout import pack_decode_weights
 
-            # the decode kernel's copy (T <= 16): each lane's 16-byte load is its MMA fragments
-            self._decode_weights = pack_decode_weights(self.weight_q.data, self.weight_q.scales)
-            from nvfp4lab.kernels.launch import decode_counters
-
-            self._decode_counters = decode_counters(self.groups, self.out_features, self.device)
+            if launch.decode_supported(1, self.groups, self.in_features, self.out_features):  # for some T <= 16
+                # the decode kernel's copy: each lane's 16-byte load is its MMA fragments
+                self._decode_weights = pack_decode_weights(self.weight_q.data, self.weight_q.scales)
+                self._decode_counters = launch.decode_counters(self.groups, self.out_features, self.device)
 
     # ------------------------------------------------------ activation scales
     def _check_input(self, o: torch.Tensor, name: str) -> None:
