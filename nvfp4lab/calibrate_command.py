@@ -31,6 +31,12 @@ MSE_SAMPLE_ELEMENTS = 1 << 22
 STAND_IN_WIDTH = 512
 
 
+def stand_in_weights(groups: int, k: int) -> torch.Tensor:
+    """The weights used when none are given: ``(G, K, STAND_IN_WIDTH)`` float32 Gaussian / √K,
+    seeded (the same every run)."""
+    return torch.randn(groups, k, STAND_IN_WIDTH, generator=torch.Generator().manual_seed(0)) / k**0.5
+
+
 def split_held_out(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     held = int(round(x.shape[0] * HELD_OUT_FRACTION))
     if x.shape[0] - held < MIN_TOKENS or held < MIN_TOKENS:
@@ -133,7 +139,7 @@ def run(activations: str, groups: int, weights: str | None, out: str, activation
         if weights is not None:
             w = io.load_weights(weights, groups, k, weights_key)
         else:
-            w = torch.randn(groups, k, STAND_IN_WIDTH, generator=torch.Generator().manual_seed(0)) / k**0.5
+            w = stand_in_weights(groups, k)
         calibration, held_out = split_held_out(x)
         silent = (streaming.group_amax(held_out) == 0).nonzero().flatten().tolist()
         if silent:

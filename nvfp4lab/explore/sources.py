@@ -153,7 +153,7 @@ def minilm_source(groups: int, options: SourceOptions) -> Layer:
 def file_source(groups: int, options: SourceOptions) -> Layer:
     """A user's activations (and optionally weights), read by ``nvfp4lab calibrate``'s loader."""
     from nvfp4lab import io
-    from nvfp4lab.calibrate_command import split_held_out
+    from nvfp4lab.calibrate_command import split_held_out, stand_in_weights
 
     if not options.path.strip():
         raise ValueError("type the path of an activations .safetensors file (T, H, D) or (T, G, K)")
@@ -162,7 +162,7 @@ def file_source(groups: int, options: SourceOptions) -> Layer:
         w = io.load_weights(options.weights_path.strip(), groups, x.shape[-1])
         weights_label = options.weights_path.strip()
     else:  # the stand-in `nvfp4lab calibrate` uses without weights
-        w = torch.randn(groups, x.shape[-1], 512, generator=torch.Generator().manual_seed(0)) / x.shape[-1] ** 0.5
+        w = stand_in_weights(groups, x.shape[-1])
         weights_label = "random Gaussian stand-in weights"
     calibration, held_out = split_held_out(x)
     return Layer(calibration, held_out, w, f"{options.path.strip()} {tuple(x.shape)} (T, G, K), {weights_label}")
