@@ -1,5 +1,6 @@
-"""The decode forward for a profiler or a sweep of its CTA target:
-``ncu -k regex:decode python scripts/profile_decode.py G K N T`` (a few launches), or
+"""The layer's forward for a profiler, or a sweep of the decode kernel's CTA target:
+``ncu -k regex:decode python scripts/profile_decode.py G K N T`` (a few launches of the forward
+T takes: the decode kernel for T <= 16, else the quantizer and the grouped GEMM), or
 ``python scripts/profile_decode.py G K N T --sweep`` (µs per call: CUDA graph, weights rotated beyond L2)."""
 
 import os
@@ -23,5 +24,5 @@ if "--sweep" in sys.argv:
             print(f"G,K,N={groups},{k},{n} T={tokens} dynamic={dynamic} CTA target {target}: splits {splits}: {us:.1f} µs")
 else:
     for _ in range(3):
-        p.forward((None, None, p.words, p.word_scales), dynamic=False)
+        p.forward((p.mat_b, p.scale_b, p.words, p.word_scales), dynamic=False)
     torch.cuda.synchronize()

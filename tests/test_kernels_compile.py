@@ -12,6 +12,7 @@ from nvfp4lab import kernels  # noqa: E402  (first: it points CuTeDSL's dump fol
 
 pytest.importorskip("cutlass.cute")
 from nvfp4lab.kernels import launch  # noqa: E402
+from nvfp4lab.kernels import quantize_activations as quant_kernel  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -56,14 +57,19 @@ def test_grouped_gemm_uses_bf16_tensor_core_mma_with_fp32_accumulation(padded_ou
 @pytest.mark.parametrize("packed_scales", [False, True])
 def test_quantizer_uses_exact_division_and_hardware_e4m3_rounding(dynamic, shared, packed_scales):
     ops = instructions(launch.compile_quantize_activations(dynamic, shared, packed_scales, keep_ptx=True))
-    assert ops["cvt.rn.satfinite.e4m3x2.f32"] == 1 and ops["cvt.rn.f16x2.e4m3x2"] == 1
-    assert ops["div.rn.f32"] == 4 + dynamic  # (amax/6)/gs, (1/gs)/s [, amax/2688]
-    assert ops["mul.rn.f32"] == 16
-    assert ops["ld.global.v4.b32"] == 2 and ops["st.global.v2.b32"] == 1  # 32 B in, 8 B out per block
-    if packed_scales:  # one 4-byte scale store per 4 blocks, gathered with 2 shuffles
-        assert ops["shfl.sync.bfly.b32"] == 2 and ops["st.global.b32"] >= 1 and ops["st.global.b8"] == 0
+    blocks = quant_kernel.blocks_per_thread(packed_scales)  # 4 when K % 64 == 0
+    assert ops["cvt.rn.satfinite.e4m3x2.f32"] == blocks and ops["cvt.rn.f16x2.e4m3x2"] == blocks
+    assert ops["div.rn.f32"] == 1 + 3 * blocks + dynamic  # 1/gs once; (amax/6)/gs, (1/gs)/s per block [; amax/2688]
+    # each block has a loop without the clamp (normal scales) and one with it: 16 multiplies
+    # and 16 rounding adds each, the clamp (max/min) only in the second
+    assert ops["mul.rn.f32"] == 32 * blocks and ops["add.rn.f32"] == 32 * blocks
+    assert ops["max.f32"] == 16 * blocks and ops["min.f32"] >= 16 * blocks
+    assert ops["max.NaN.f32"] >= 16 * blocks and ops["abs.f32"] == 16 * blocks  # NaN-keeping block amax
+    assert ops["ld.global.v4.b32"] == 2 * blocks  # 32 B in per block
+    if packed_scales:  # 4 blocks: 32 B of codes in two 16-byte stores, the 4 scale bytes in one word
+        assert ops["st.global.v4.b32"] == 2 and ops["st.global.b8"] == 0 and ops["shfl.sync.bfly.b32"] == 0
     else:
-        assert ops["st.global.b8"] == 1
+        assert ops["st.global.v2.b32"] == 1 and ops["st.global.b8"] == 1
     assert not any("approx" in op or "ftz" in op for op in ops)
 
 

@@ -37,7 +37,7 @@ from cutlass import BFloat16, Float32, Int32, Uint32
 from cutlass._mlir.dialects import llvm
 from cutlass.cutlass_dsl import T, dsl_user_op
 
-from nvfp4lab.kernels._ptx import bf16x2_splat_from_f32, decode_word_bf16x2, f32_from_e4m3_byte
+from nvfp4lab.kernels._ptx import bf16x2_splat_from_f32, decode_word_bf16x2, div_rn, f32_from_e4m3_byte
 from nvfp4lab.kernels.decode_layout import K_CHUNK, SCALE_BIAS, SCALE_MULTIPLIER, TERMS
 from nvfp4lab.kernels.grouped_gemm import ALPHA_POST, SCALE_PRE
 from nvfp4lab.kernels.quantize_activations import global_scale_of, quantize_block, swizzled_scale_offset
@@ -179,6 +179,7 @@ def stage_slice(x: cute.Tensor, a_data: cute.Tensor, a_scales: cute.Tensor, act:
     ``g·rows_per_group + t`` of ``a_data`` and the scale byte from the swizzled ``a_scales``."""
     block_cols = k // 16
     col_tiles = (block_cols + 3) // 4
+    inverse_gs = div_rn(Float32(1.0), gs)
     for item in range(tidx, n_tiles * 8 * steps, THREADS):
         t = item // steps
         kb = item % steps
@@ -200,7 +201,7 @@ def stage_slice(x: cute.Tensor, a_data: cute.Tensor, a_scales: cute.Tensor, act:
             else:
                 values = cute.make_tensor((x.iterator + (t * groups + g) * k + k0 + kb * 16).align(32),
                                           cute.make_layout(16)).load().to(Float32)
-                _, scale_value, word0, word1 = quantize_block(values, gs)
+                _, scale_value, word0, word1 = quantize_block(values, gs, inverse_gs)
             scale_pair = bf16x2_splat_from_f32(scale_value * Float32(SCALE_PRE))
             low = decode_word_bf16x2(word0, scale_pair)
             high = decode_word_bf16x2(word1, scale_pair)

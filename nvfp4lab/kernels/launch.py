@@ -41,6 +41,8 @@ _DTYPES = {
 def pointer(t: torch.Tensor | None, dtype=None, align: int = 16):
     """A CuTe pointer to ``t``'s data (a dummy address when ``t`` is None: compile only)."""
     dtype = dtype or _DTYPES[t.dtype]
+    if t is not None and t.data_ptr() % align:
+        raise ValueError(f"a kernel operand must start on a {align}-byte boundary (got address {t.data_ptr():#x})")
     return make_ptr(dtype, 16 * 1024 if t is None else t.data_ptr(), GMEM, assumed_align=align)
 
 
@@ -62,7 +64,7 @@ def _quantize_args(x=None, source=None, data=None, scales=None, used=None):
     return (
         pointer(x, cutlass.BFloat16, 32),
         pointer(source, cutlass.Float32, 4),
-        pointer(data, cutlass.Uint32, 8),
+        pointer(data, cutlass.Uint32, 16),
         pointer(scales, cutlass.Uint8, 4),
         pointer(used, cutlass.Float32, 4),
     )

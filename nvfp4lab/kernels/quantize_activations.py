@@ -9,12 +9,20 @@ One launch writes, for all G groups at once, exactly what ``quantize_nvfp4`` fol
   layout, padding rows zero (padding columns are never written: the buffer is zeroed
   once when allocated).
 
-One thread quantizes one 16-element block: two 16-byte loads, one 8-byte store, and its
-scale byte (when K % 64 == 0, four neighbouring threads gather their scale bytes with
-warp shuffles and one stores the 4-byte word). The global scale of group g is either read from ``global_scale[g]`` (static)
+When K % 64 == 0 one thread quantizes the four 16-element blocks of a 64-element row slice:
+one 128-byte load, one 32-byte store of codes and one 4-byte store of the four scale bytes
+(consecutive in the swizzled layout); otherwise one block per thread (8-byte and 1-byte
+stores). The division ``1/gs`` is made once per thread. The global scale of group g is either read from ``global_scale[g]`` (static)
 or computed from ``amax[g]`` as ``max(amax / 2688, 2^-126)`` (dynamic; see
 ``kernels/amax.py``); with ``shared`` every group uses the max over all G entries (a
 static shared scale is stored G times, equal; a dynamic shared one is the max amax). Every rounding step is an explicit PTX instruction (``_ptx``).
+
+**No clamp for most blocks.** The reference clamps ``y = x·multiplier`` to ±6 before
+rounding. When the block scale ``s`` is a normal E4M3 number below 448, it is ``q = (amax/6)/gs``
+rounded to 3 mantissa bits, so ``s ≥ q·(1 − 2^-4)`` and ``|y| ≤ 6·(1 + 2^-23)^5 / (1 − 2^-4) < 6.41``;
+``e2m1_code_biased`` gives code 7 for every ``6 ≤ |y| < 7``, which is what the clamp would give.
+Blocks with a subnormal, zero, saturated (448) or NaN scale take the clamping loop
+(``tests/test_ptx_decode.py`` runs the code's PTX on ``|y| < 7``).
 """
 
 from __future__ import annotations
@@ -24,38 +32,22 @@ import cutlass
 import cutlass.cute as cute
 from cutlass import Float32, Int32, Uint32
 
-from nvfp4lab.kernels._ptx import div_rn, e4m3_byte_from_f32, f32_from_e4m3_byte, max_nan, mul_rn, rint_u32
+from nvfp4lab.kernels._ptx import (
+    E2M1_CODE_BIAS,
+    div_rn,
+    e2m1_code_biased,
+    e4m3_byte_from_f32,
+    f32_from_e4m3_byte,
+    max_abs_nan,
+    max_nan,
+    mul_rn,
+)
 
 THREADS = 256
 FLT_MAX = 3.4028234663852886e38
+MIN_NORMAL_E4M3 = 2.0**-6
+E4M3_MAX = 448.0
 MIN_GLOBAL_SCALE = 2.0**-126
-
-
-@cute.jit
-def e2m1_code(y: Float32) -> Uint32:
-    """RNE code (0..15) of ``y`` already clamped to [-6, 6]; the sign bit is kept.
-
-    The E2M1 grid is uniform on each binade-pair: step 0.5 on [0, 2), 1 on [2, 4), 2 on
-    [4, 6]. So ``code = rint(|y|·2) (|y| < 2), rint(|y|) + 2 (< 4), rint(|y|/2) + 4``,
-    with ``rint`` ties-to-even: an even integer there is an even code, exactly the
-    format's tie rule (0.25 -> 0, 0.75 -> 1, 1.25 -> 1, 1.75 -> 2, 2.5 -> 2, 3.5 -> 4,
-    5 -> 4). The scalings are exact powers of two. NaN gives code 0 (as the CPU).
-    """
-    magnitude = cute.arch.fmax(y, -y)
-    below_two = magnitude < Float32(2.0)
-    below_four = magnitude < Float32(4.0)
-    scale = Float32(0.5)
-    offset = Uint32(4)
-    if below_four:
-        scale = Float32(1.0)
-        offset = Uint32(2)
-    if below_two:
-        scale = Float32(2.0)
-        offset = Uint32(0)
-    code = rint_u32(magnitude * scale) + offset
-    if not (magnitude == magnitude):
-        code = Uint32(0)
-    return code | ((y.bitcast(Uint32) >> Uint32(31)) << Uint32(3))
 
 
 @cute.jit
@@ -73,30 +65,49 @@ def global_scale_of(group_scale: cute.Tensor, g: Int32, groups: Int32, dynamic: 
     return gs
 
 
+# e2m1_code_biased returns code + E2M1_CODE_BIAS: eight biased codes summed at 4-bit
+# offsets exceed their nibbles, but subtracting the bias of all eight at once (modulo 2^32)
+# leaves exactly the packed codes.
+WORD_BIAS = (E2M1_CODE_BIAS * 0x11111111) % 2**32
+
+
 @cute.jit
-def quantize_block(values, gs: Float32):
-    """One 16-element block (``values``: 16 float32) with global scale ``gs`` ->
+def quantize_block(values, gs: Float32, inverse_gs: Float32):
+    """One 16-element block (``values``: 16 float32) with global scale ``gs`` (and
+    ``inverse_gs = div_rn(1, gs)``, computed once by the caller) ->
     ``(scale_byte, scale_value, word0, word1)``: its E4M3 scale byte and value and its 16
-    codes packed 8 per word (code j at bits 4j). The CPU reference's rule, rounding by rounding."""
+    codes packed 8 per word (code j at bits 4j). The CPU reference's rule, rounding by
+    rounding: ``s = e4m3((amax/6)/gs)``, multiplier ``min((1/gs)/s, FLT_MAX)`` (0 when
+    ``s`` is 0 or NaN), code of ``clamp(x·multiplier, ±6)``."""
     block_amax = Float32(0.0)
     for j in cutlass.range_constexpr(16):
-        block_amax = max_nan(block_amax, cute.arch.fmax(values[j], -values[j]))
+        block_amax = max_abs_nan(block_amax, values[j])
     scale_byte = e4m3_byte_from_f32(div_rn(div_rn(block_amax, Float32(6.0)), gs))
     scale_value = f32_from_e4m3_byte(scale_byte)
-    multiplier = cute.arch.fmin(div_rn(div_rn(Float32(1.0), gs), scale_value), Float32(FLT_MAX))
+    multiplier = cute.arch.fmin(div_rn(inverse_gs, scale_value), Float32(FLT_MAX))
     if not (scale_value > Float32(0.0)):
         multiplier = Float32(0.0)
     word0 = Uint32(0)
     word1 = Uint32(0)
-    for j in cutlass.range_constexpr(16):
-        y = mul_rn(values[j], multiplier)
-        y = cute.arch.fmin(cute.arch.fmax(y, Float32(-6.0)), Float32(6.0))
-        code = e2m1_code(y)
-        if cutlass.const_expr(j < 8):
-            word0 = word0 | (code << Uint32(4 * j))
-        else:
-            word1 = word1 | (code << Uint32(4 * (j - 8)))
-    return scale_byte, scale_value, word0, word1
+    if scale_value >= Float32(MIN_NORMAL_E4M3) and scale_value < Float32(E4M3_MAX):
+        # A normal, unsaturated scale: every |x·multiplier| < 7 (module docstring), where the
+        # code needs no clamp. (Subnormal, zero, saturated and NaN scales take the clamp.)
+        for j in cutlass.range_constexpr(16):
+            code = e2m1_code_biased(mul_rn(values[j], multiplier))
+            if cutlass.const_expr(j < 8):
+                word0 = word0 + (code << Uint32(4 * j))
+            else:
+                word1 = word1 + (code << Uint32(4 * (j - 8)))
+    else:
+        for j in cutlass.range_constexpr(16):
+            y = mul_rn(values[j], multiplier)
+            y = cute.arch.fmin(cute.arch.fmax(y, Float32(-6.0)), Float32(6.0))  # NaN -> -6, as the CPU
+            code = e2m1_code_biased(y)
+            if cutlass.const_expr(j < 8):
+                word0 = word0 + (code << Uint32(4 * j))
+            else:
+                word1 = word1 + (code << Uint32(4 * (j - 8)))
+    return scale_byte, scale_value, word0 - Uint32(WORD_BIAS), word1 - Uint32(WORD_BIAS)
 
 
 @cute.jit
@@ -108,9 +119,9 @@ def swizzled_scale_offset(row: Int32, block_col: Int32, col_tiles: Int32) -> Int
 
 @cute.kernel
 def quantize_activations_kernel(
-    x: cute.Tensor,  # (T·G·Kb, 16) bf16
+    x: cute.Tensor,  # (T·G·Kb/P, 16·P) bf16: P = blocks per thread
     group_scale: cute.Tensor,  # (G,) fp32: global scales (static) or amaxes (dynamic)
-    data_out: cute.Tensor,  # (G·Mp·Kb, 2) uint32: 16 packed codes per block
+    data_out: cute.Tensor,  # (G·Mp·Kb/P, 2·P) uint32: 16 packed codes per block
     scale_out: cute.Tensor,  # (G·Mp·Kbp,) uint8, 4-byte aligned
     used_scale_out: cute.Tensor,  # (G,) fp32: the global scale each group used
     tokens: Int32,
@@ -121,40 +132,50 @@ def quantize_activations_kernel(
     shared: cutlass.Constexpr,
     packed_scales: cutlass.Constexpr,
 ):
+    per_thread = blocks_per_thread(packed_scales)
     tidx, _, _ = cute.arch.thread_idx()
     bidx, _, _ = cute.arch.block_idx()
     index = bidx * THREADS + tidx
-    total = rows_per_group * groups * block_cols
-    kb = index % block_cols
-    token_group = index // block_cols
-    g = token_group % groups
-    t = token_group // groups
-    col_tiles = (block_cols + 3) // 4
-    scale_index = g * rows_per_group * col_tiles * 4 + swizzled_scale_offset(t, kb, col_tiles)
-    scale_byte = Uint32(0)
-    if index < total:
-        out_block = (g * rows_per_group + t) * block_cols + kb
-        word0 = Uint32(0)
-        word1 = Uint32(0)
+    chunk_cols = block_cols // per_thread
+    if index < rows_per_group * groups * chunk_cols:
+        chunk = index % chunk_cols
+        token_group = index // chunk_cols
+        g = token_group % groups
+        t = token_group // groups
+        kb = chunk * per_thread
+        col_tiles = (block_cols + 3) // 4
+        scale_index = g * rows_per_group * col_tiles * 4 + swizzled_scale_offset(t, kb, col_tiles)
+        codes = cute.make_rmem_tensor((2 * per_thread,), Uint32)
+        codes.fill(0)
+        scale_bytes = Uint32(0)
         if t < tokens:
-            values = x[index, None].load().to(Float32)
+            values = x[index, None].load().to(Float32)  # P blocks of one row: one 32·P-byte load
             gs = global_scale_of(group_scale, g, groups, dynamic, shared)
+            inverse_gs = div_rn(Float32(1.0), gs)
             if t == 0 and kb == 0:
                 used_scale_out[g] = gs
-            scale_byte, _, word0, word1 = quantize_block(values, gs)
-        data_out[out_block, 0] = word0
-        data_out[out_block, 1] = word1
-        if cutlass.const_expr(not packed_scales):
-            scale_out[scale_index] = cutlass.Uint8(scale_byte)
-    if cutlass.const_expr(packed_scales):
-        # K % 64 == 0: lanes 4j..4j+3 hold blocks kb = 4i..4i+3 of one row, whose scales
-        # are 4 consecutive bytes of the swizzled layout: gather them, store one word.
-        word = scale_byte << Uint32(8 * (kb % 4))
-        word = word | cute.arch.shuffle_sync_bfly(word, offset=1)
-        word = word | cute.arch.shuffle_sync_bfly(word, offset=2)
-        if index < total and kb % 4 == 0:
+            for b in cutlass.range_constexpr(per_thread):
+                block = cute.make_rmem_tensor((16,), Float32)
+                for j in cutlass.range_constexpr(16):
+                    block[j] = values[16 * b + j]
+                scale_byte, _, word0, word1 = quantize_block(block, gs, inverse_gs)
+                codes[2 * b] = word0
+                codes[2 * b + 1] = word1
+                scale_bytes = scale_bytes | (scale_byte << Uint32(8 * b))
+        cute.autovec_copy(codes, data_out[(g * rows_per_group + t) * chunk_cols + chunk, None])
+        if cutlass.const_expr(packed_scales):
+            # K % 64 == 0: this thread's 4 blocks kb..kb+3 of one row have 4 consecutive
+            # scale bytes in the swizzled layout (kb % 4 == 0): one 4-byte store.
             scale_words = cute.make_tensor(cute.recast_ptr(scale_out.iterator, dtype=Uint32), cute.make_layout(1 << 30))
-            scale_words[scale_index // 4] = word
+            scale_words[scale_index // 4] = scale_bytes
+        else:
+            scale_out[scale_index] = cutlass.Uint8(scale_bytes)
+
+
+def blocks_per_thread(packed_scales: bool) -> int:
+    """Blocks one thread quantizes: the 4 of a 64-element row slice when K % 64 == 0 (one
+    128-byte load, one 32-byte store of codes, one 4-byte scale store), else 1."""
+    return 4 if packed_scales else 1
 
 
 @cute.jit
@@ -174,14 +195,17 @@ def quantize_activations(
     packed_scales: cutlass.Constexpr,
 ):
     """Host entry: builds the tensors from raw pointers (see ``kernels.launch``).
-    ``packed_scales`` (K % 64 == 0) stores each row's 4 neighbouring scales as one word."""
+    ``packed_scales`` (K % 64 == 0): one thread per 4 blocks, scales stored as one word."""
+    per_thread = blocks_per_thread(packed_scales)
     col_tiles = (block_cols + 3) // 4
-    x = cute.make_tensor(x_ptr, cute.make_layout((tokens * groups * block_cols, 16), stride=(16, 1)))
+    chunk_cols = block_cols // per_thread
+    x = cute.make_tensor(x_ptr, cute.make_layout((tokens * groups * chunk_cols, 16 * per_thread), stride=(16 * per_thread, 1)))
     group_scale = cute.make_tensor(group_scale_ptr, cute.make_layout(groups))
-    data = cute.make_tensor(data_ptr, cute.make_layout((rows_per_group * groups * block_cols, 2), stride=(2, 1)))
+    data = cute.make_tensor(data_ptr, cute.make_layout((rows_per_group * groups * chunk_cols, 2 * per_thread),
+                                                       stride=(2 * per_thread, 1)))
     scales = cute.make_tensor(scale_ptr, cute.make_layout(rows_per_group * groups * col_tiles * 4))
     used_scale = cute.make_tensor(used_scale_ptr, cute.make_layout(groups))
-    total = rows_per_group * groups * block_cols
+    total = rows_per_group * groups * chunk_cols
     quantize_activations_kernel(
         x, group_scale, data, scales, used_scale, tokens, groups, block_cols, rows_per_group, dynamic, shared, packed_scales
     ).launch(grid=[(total + THREADS - 1) // THREADS, 1, 1], block=[THREADS, 1, 1], stream=stream)

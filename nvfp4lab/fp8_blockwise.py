@@ -1,0 +1,76 @@
+"""The FP8 recipe serving stacks run for ``wo_a``, on the GPU: the benchmark's fair baseline.
+
+Same numerics as the study's ``baselines.fp8_output`` (DeepSeek's recipe):
+
+* activations ``x (T, G, K)`` bf16 -> E4M3 with one power-of-two scale per token, group and
+  128 channels: ``s = 2^ceil(log2(amax/448))`` (1 for an all-zero block), ``q = e4m3(x/s)``;
+* weights ``W (G, N, K)`` -> E4M3 in 128×128 blocks with float32 scales ``amax/448``;
+* per group, ``torch._scaled_mm`` with blockwise scales (cuBLAS, 1×128 × 128×128; sm_90 and
+  CUDA ≥ 12.9) writes ``z_g = x_g · W_gᵀ`` in bf16 into ``out (G, T, N)``.
+
+Layouts ``_scaled_mm`` expects (PyTorch's blockwise tests): the 1×128 activation scales
+``(T, K/128)`` outer-dim-major, i.e. stored ``(G, K/128, T)`` and passed transposed; the
+128×128 weight scales ``(K/128, N/128)`` stored ``(G, N/128, K/128)`` and passed transposed
+(K/128 must be a multiple of 4). The groups are separate ``_scaled_mm`` calls (PyTorch's
+grouped FP8 GEMM is row-wise only on sm_90); the benchmark captures them in one CUDA graph.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nvfp4lab.formats import E4M3_MAX
+from nvfp4lab.quantize import true_divide
+
+BLOCK = 128
+
+
+def _check_blocks(name: str, *sizes: int) -> None:
+    if any(size % BLOCK for size in sizes):
+        raise ValueError(f"the FP8 blockwise recipe needs {name} multiples of {BLOCK}; got {sizes}")
+
+
+def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x (T, G, K)`` -> ``(x8 (G, T, K) float8_e4m3fn, scales (G, K/128, T) float32)``:
+    the decode scale of each (token, group, 128 channels) block, a power of two."""
+    tokens, groups, k = x.shape
+    _check_blocks("K", k)
+    blocks = x.to(torch.float32).transpose(0, 1).reshape(groups, tokens, k // BLOCK, BLOCK)
+    amax = blocks.abs().amax(dim=-1, keepdim=True)
+    scale = torch.where(amax > 0, torch.exp2(torch.ceil(torch.log2(amax / E4M3_MAX))), torch.ones_like(amax))
+    x8 = (blocks / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn).reshape(groups, tokens, k)
+    return x8, scale.squeeze(-1).transpose(1, 2).contiguous()
+
+
+def quantize_weights(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``W (G, N, K)`` -> ``(w8 (G, N, K) float8_e4m3fn, scales (G, N/128, K/128) float32)``:
+    128×128 blocks, decode scale ``amax/448`` (1 for an all-zero block)."""
+    groups, n, k = w.shape
+    _check_blocks("N and K", n, k)
+    if (k // BLOCK) % 4:
+        raise ValueError(f"cuBLAS's 128×128 weight scales need K/128 to be a multiple of 4; got K={k}")
+    blocks = w.to(torch.float32).reshape(groups, n // BLOCK, BLOCK, k // BLOCK, BLOCK)
+    amax = blocks.abs().amax(dim=(2, 4), keepdim=True)
+    scale = torch.where(amax > 0, true_divide(amax, E4M3_MAX), torch.ones_like(amax))
+    w8 = true_divide(blocks, scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn).reshape(groups, n, k)
+    return w8, scale.reshape(groups, n // BLOCK, k // BLOCK).contiguous()
+
+
+def dequantize(q8: torch.Tensor, scales: torch.Tensor, activations: bool) -> torch.Tensor:
+    """float64 values of :func:`quantize_activations` (``(T, G, K)``) or
+    :func:`quantize_weights` (``(G, N, K)``) output: what the GEMM multiplies."""
+    values = q8.to(torch.float64)
+    if activations:  # (G, T, K), scales (G, K/128, T)
+        per_element = scales.transpose(1, 2).double().repeat_interleave(BLOCK, dim=-1)
+        return (values * per_element).transpose(0, 1)
+    per_element = scales.double().repeat_interleave(BLOCK, dim=1).repeat_interleave(BLOCK, dim=2)
+    return values * per_element
+
+
+def grouped_matmul(x8: torch.Tensor, x_scales: torch.Tensor, w8: torch.Tensor, w_scales: torch.Tensor,
+                   out: torch.Tensor) -> torch.Tensor:
+    """``out[g] = bf16(x_g · W_gᵀ)`` for every group, with cuBLAS's blockwise FP8 GEMM.
+    ``out (G, T, N)`` bf16 on the GPU; the other arguments as the quantizers return them."""
+    for g in range(x8.shape[0]):  # one cuBLAS call per group: no grouped blockwise GEMM on sm_90
+        torch._scaled_mm(x8[g], w8[g].t(), x_scales[g].t(), w_scales[g].t(), out_dtype=torch.bfloat16, out=out[g])
+    return out

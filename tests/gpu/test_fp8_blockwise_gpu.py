@@ -1,0 +1,29 @@
+"""The benchmark's FP8 blockwise baseline on the GPU: cuBLAS's blockwise ``_scaled_mm`` must
+compute the product of the recipe's dequantized operands (the study's FP8 recipe), and the
+activation cast must give the CPU bytes."""
+
+import pytest
+import torch
+
+from nvfp4lab import fp8_blockwise
+
+CUDA = torch.device("cuda")
+
+
+@pytest.mark.parametrize("tokens", [1, 130])
+def test_blockwise_gemm_equals_the_product_of_the_dequantized_operands(tokens):
+    g = torch.Generator(device=CUDA).manual_seed(0)
+    x = (torch.randn(tokens, 2, 1024, generator=g, device=CUDA) * torch.logspace(-3, 1, 1024, device=CUDA)).to(torch.bfloat16)
+    w = (torch.randn(2, 256, 1024, generator=g, device=CUDA) / 32).to(torch.bfloat16)
+    x8, xs = fp8_blockwise.quantize_activations(x)
+    w8, ws = fp8_blockwise.quantize_weights(w)
+    cpu_x8, cpu_xs = fp8_blockwise.quantize_activations(x.cpu())
+    assert torch.equal(x8.cpu().view(torch.uint8), cpu_x8.view(torch.uint8)) and torch.equal(xs.cpu(), cpu_xs)
+    try:
+        out = fp8_blockwise.grouped_matmul(x8, xs, w8, ws, torch.empty(2, tokens, 256, dtype=torch.bfloat16, device=CUDA))
+    except (RuntimeError, NotImplementedError) as error:
+        pytest.skip(f"this torch/cuBLAS has no blockwise FP8 GEMM: {error}")
+    exact = torch.einsum("tgk,gnk->gtn", fp8_blockwise.dequantize(x8.cpu(), xs.cpu(), activations=True),
+                         fp8_blockwise.dequantize(w8.cpu(), ws.cpu(), activations=False))
+    error = (out.cpu().double() - exact).norm() / exact.norm()
+    assert error < 4e-3, f"relative Frobenius error {error:.2e}: the scales were not applied blockwise"
