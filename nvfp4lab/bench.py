@@ -7,7 +7,8 @@ For each ``(G, K, N)`` and token count T it times, in one run on one card:
                     power-of-two activation scales, 128×128 weight blocks): the
                     activation cast (``torch.compile``d into fused kernels where the
                     card's torch can, else eager; the JSON's ``meta`` says which) and
-                    cuBLAS's blockwise ``_scaled_mm``, one call per group;
+                    cuBLAS's blockwise ``_scaled_mm``, one call per group (T padded
+                    to a multiple of 4: cuBLAS wants 16-byte aligned scale columns);
 * ``fp8_blockwise_gemm`` the same GEMM alone (activations already cast);
 * ``fp8_scaled_mm`` torch._scaled_grouped_mm, FP8 E4M3 with per-token / per-channel
                     scales (GEMM only; the activation cast is not timed): the fastest
@@ -178,7 +179,7 @@ def fp8_blockwise_point(p: Problem, results: dict) -> None:
     try:
         weights = [fp8_blockwise.quantize_weights(p.w) for _ in range(copies_for(p.w.numel()))]
         x8, x_scales = FP8_CAST(p.x)
-        out = torch.empty(p.groups, p.tokens, p.n, dtype=torch.bfloat16, device="cuda")
+        out = torch.empty(p.groups, fp8_blockwise.padded_tokens(p.tokens), p.n, dtype=torch.bfloat16, device="cuda")
         gemm = lambda i: fp8_blockwise.grouped_matmul(x8, x_scales, *weights[i], out)  # noqa: E731
         results["fp8_blockwise_gemm"] = (time_graph(gemm, len(weights)), p.w.numel())
 

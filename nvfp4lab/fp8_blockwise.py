@@ -8,8 +8,9 @@ Same numerics as the study's ``baselines.fp8_output`` (DeepSeek's recipe):
 * per group, ``torch._scaled_mm`` with blockwise scales (cuBLAS, 1×128 × 128×128; sm_90 and
   CUDA ≥ 12.9) writes ``z_g = x_g · W_gᵀ`` in bf16 into ``out (G, T, N)``.
 
-Layouts ``_scaled_mm`` expects (PyTorch's blockwise tests): the 1×128 activation scales
-``(T, K/128)`` outer-dim-major, i.e. stored ``(G, K/128, T)`` and passed transposed; the
+Layouts ``_scaled_mm`` expects (PyTorch's blockwise tests): group g's activations are the
+row-major ``x8[:, g]`` (leading dimension G·K, as the serving stacks' einsum reads them); the
+1×128 activation scales ``(T, K/128)`` outer-dim-major, i.e. stored ``(G, K/128, T)`` and passed transposed; the
 128×128 weight scales ``(K/128, N/128)`` stored ``(G, N/128, K/128)`` and passed transposed
 (K/128 must be a multiple of 4). The groups are separate ``_scaled_mm`` calls (PyTorch's
 grouped FP8 GEMM is row-wise only on sm_90); the benchmark captures them in one CUDA graph.
@@ -31,15 +32,24 @@ def _check_blocks(name: str, *sizes: int) -> None:
 
 
 def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x (T, G, K)`` -> ``(x8 (G, T, K) float8_e4m3fn, scales (G, K/128, T) float32)``:
-    the decode scale of each (token, group, 128 channels) block, a power of two."""
+    """``x (T, G, K)`` -> ``(x8 (M, G, K) float8_e4m3fn, scales (G, K/128, M) float32)`` with
+    ``M = round_up(T, 4)``: the decode scale of each (token, group, 128 channels) block, a
+    power of two. Rows T..M are zeros: cuBLAS wants the outer-dim-major scale columns
+    16-byte aligned, so the GEMM runs on M rows (``padded_tokens``)."""
     tokens, groups, k = x.shape
     _check_blocks("K", k)
-    blocks = x.to(torch.float32).transpose(0, 1).reshape(groups, tokens, k // BLOCK, BLOCK)
+    rows = padded_tokens(tokens)
+    blocks = x.to(torch.float32).reshape(tokens, groups, k // BLOCK, BLOCK)
+    blocks = torch.nn.functional.pad(blocks, (0, 0, 0, 0, 0, 0, 0, rows - tokens))
     amax = blocks.abs().amax(dim=-1, keepdim=True)
     scale = torch.where(amax > 0, torch.exp2(torch.ceil(torch.log2(amax / E4M3_MAX))), torch.ones_like(amax))
-    x8 = (blocks / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn).reshape(groups, tokens, k)
-    return x8, scale.squeeze(-1).transpose(1, 2).contiguous()
+    x8 = (blocks / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn).reshape(rows, groups, k)
+    return x8, scale.squeeze(-1).permute(1, 2, 0).contiguous()
+
+
+def padded_tokens(tokens: int) -> int:
+    """The rows the blockwise GEMM runs on for T tokens (a multiple of 4)."""
+    return -(-tokens // 4) * 4
 
 
 def quantize_weights(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,9 +70,8 @@ def dequantize(q8: torch.Tensor, scales: torch.Tensor, activations: bool) -> tor
     """float64 values of :func:`quantize_activations` (``(T, G, K)``) or
     :func:`quantize_weights` (``(G, N, K)``) output: what the GEMM multiplies."""
     values = q8.to(torch.float64)
-    if activations:  # (G, T, K), scales (G, K/128, T)
-        per_element = scales.transpose(1, 2).double().repeat_interleave(BLOCK, dim=-1)
-        return (values * per_element).transpose(0, 1)
+    if activations:  # (M, G, K), scales (G, K/128, M)
+        return values * scales.permute(2, 0, 1).double().repeat_interleave(BLOCK, dim=-1)
     per_element = scales.double().repeat_interleave(BLOCK, dim=1).repeat_interleave(BLOCK, dim=2)
     return values * per_element
 
@@ -70,7 +79,8 @@ def dequantize(q8: torch.Tensor, scales: torch.Tensor, activations: bool) -> tor
 def grouped_matmul(x8: torch.Tensor, x_scales: torch.Tensor, w8: torch.Tensor, w_scales: torch.Tensor,
                    out: torch.Tensor) -> torch.Tensor:
     """``out[g] = bf16(x_g · W_gᵀ)`` for every group, with cuBLAS's blockwise FP8 GEMM.
-    ``out (G, T, N)`` bf16 on the GPU; the other arguments as the quantizers return them."""
-    for g in range(x8.shape[0]):  # one cuBLAS call per group: no grouped blockwise GEMM on sm_90
-        torch._scaled_mm(x8[g], w8[g].t(), x_scales[g].t(), w_scales[g].t(), out_dtype=torch.bfloat16, out=out[g])
+    ``out (G, M, N)`` bf16 on the GPU (M = padded_tokens(T)); the other arguments as the
+    quantizers return them."""
+    for g in range(x8.shape[1]):  # one cuBLAS call per group: no grouped blockwise GEMM on sm_90
+        torch._scaled_mm(x8[:, g], w8[g].t(), x_scales[g].t(), w_scales[g].t(), out_dtype=torch.bfloat16, out=out[g])
     return out

@@ -20,7 +20,8 @@ def test_blockwise_gemm_equals_the_product_of_the_dequantized_operands(tokens):
     cpu_x8, cpu_xs = fp8_blockwise.quantize_activations(x.cpu())
     assert torch.equal(x8.cpu().view(torch.uint8), cpu_x8.view(torch.uint8)) and torch.equal(xs.cpu(), cpu_xs)
     try:
-        out = fp8_blockwise.grouped_matmul(x8, xs, w8, ws, torch.empty(2, tokens, 256, dtype=torch.bfloat16, device=CUDA))
+        rows = fp8_blockwise.padded_tokens(tokens)
+        out = fp8_blockwise.grouped_matmul(x8, xs, w8, ws, torch.empty(2, rows, 256, dtype=torch.bfloat16, device=CUDA))
     except (RuntimeError, NotImplementedError) as error:
         pytest.skip(f"this torch/cuBLAS has no blockwise FP8 GEMM: {error}")
     exact = torch.einsum("tgk,gnk->gtn", fp8_blockwise.dequantize(x8.cpu(), xs.cpu(), activations=True),
