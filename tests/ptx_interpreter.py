@@ -57,6 +57,8 @@ def _binary(op: str, x, y):
     if op == "add.rn.f32":  # numpy's float32 addition rounds to nearest even, as add.rn does
         with np.errstate(over="ignore", invalid="ignore"):
             return _bits(_f32(x) + _f32(y))
+    if op == "max.f32":  # PTX max.f32 returns the non-NaN operand; the inputs here are numbers
+        return _bits(np.fmax(_f32(x), _f32(y)))
     raise AssertionError(f"the PTX interpreter does not know {op!r}: teach it in tests/ptx_interpreter.py")
 
 
@@ -72,6 +74,8 @@ def run(text: str, inputs: dict[str, np.ndarray], *, skip=("mul.rn.bf16x2",)) ->
     def value(token: str):
         if token.startswith("$") or token in regs:
             return regs[token]
+        if token.startswith("0f"):  # a PTX float literal: its bits in hex
+            return np.uint64(int(token[2:], 16))
         return np.uint64(int(token, 0))
 
     for line in text.splitlines():
@@ -83,7 +87,9 @@ def run(text: str, inputs: dict[str, np.ndarray], *, skip=("mul.rn.bf16x2",)) ->
         if op in skip:
             skipped.append((op, dst, [regs.get(s) for s in src]))
             continue
-        if op == "prmt.b32":
+        if op == "abs.f32":
+            regs[dst] = _bits(np.abs(_f32(value(src[0]))))
+        elif op == "prmt.b32":
             regs[dst] = _prmt(value(src[0]), value(src[1]), int(src[2], 0))
         elif op == "lop3.b32":
             regs[dst] = _lop3(value(src[0]), value(src[1]), value(src[2]), int(src[3], 0))

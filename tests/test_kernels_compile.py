@@ -63,8 +63,9 @@ def test_quantizer_uses_exact_division_and_hardware_e4m3_rounding(dynamic, share
     # each block has a loop without the clamp (normal scales) and one with it: 16 multiplies
     # and 16 rounding adds each, the clamp (max/min) only in the second
     assert ops["mul.rn.f32"] == 32 * blocks and ops["add.rn.f32"] == 32 * blocks
-    assert ops["max.f32"] == 16 * blocks and ops["min.f32"] >= 16 * blocks
-    assert ops["max.NaN.f32"] >= 16 * blocks and ops["abs.f32"] == 16 * blocks  # NaN-keeping block amax
+    assert ops["max.f32"] == (16 + 32) * blocks and ops["min.f32"] >= 16 * blocks  # clamps; each code's max(|y|, 1)
+    assert ops["max.NaN.f32"] >= 16 * blocks  # NaN-keeping block amax
+    assert ops["abs.f32"] == (16 + 32) * blocks  # the amax's, and each code's |y|
     assert ops["ld.global.v4.b32"] == 2 * blocks  # 32 B in per block
     if packed_scales:  # 4 blocks: 32 B of codes in two 16-byte stores, the 4 scale bytes in one word
         assert ops["st.global.v4.b32"] == 2 and ops["st.global.b8"] == 0 and ops["shfl.sync.bfly.b32"] == 0

@@ -65,10 +65,11 @@ def max_abs_nan(acc, x, *, loc=None, ip=None) -> Float32:
 E2M1_CODE_BIAS = 298
 _E2M1_CODE = "\n".join([
     "{",
-    ".reg .b32 a, c, t, e, s;",
-    "and.b32 a, $1, 0x7FFFFFFF;",  # |y|
-    "max.u32 c, a, 0x3F800000;",  # at least 1.0 (positive floats order as integers)
-    "and.b32 c, c, 0x7F800000;",  # 2^exponent(|y|) ...
+    ".reg .f32 a, f;",
+    ".reg .b32 c, t, e, s;",
+    "abs.f32 a, $1;",  # |y| (an operand modifier of the two instructions below)
+    "max.f32 f, a, 0f3F800000;",  # at least 1.0
+    "and.b32 c, f, 0x7F800000;",  # 2^exponent(|y|) ...
     "add.u32 c, c, 0x0B000000;",  # ... times 2^22
     "add.rn.f32 t, a, c;",  # rounded to the grid
     "shr.u32 e, c, 22;",  # 298 + 2·(range index)
