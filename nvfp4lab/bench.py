@@ -5,8 +5,8 @@ For each ``(G, K, N)`` and token count T it times, in one run on one card:
 * ``bf16_bmm``      torch.bmm in bf16 (cuBLAS): the baseline every ratio refers to;
 * ``fp8_blockwise`` the serving stacks' FP8 recipe (``nvfp4lab.fp8_blockwise``: 1×128
                     power-of-two activation scales, 128×128 weight blocks): the
-                    activation cast (``torch.compile``d into fused kernels where the
-                    card's torch can, else eager; the JSON's ``meta`` says which) and
+                    activation cast (one fused Triton kernel where Triton runs, else
+                    eager torch; the JSON's ``meta`` says which) and
                     cuBLAS's blockwise ``_scaled_mm``, one call per group (T padded
                     to a multiple of 4: cuBLAS wants 16-byte aligned scale columns);
 * ``fp8_blockwise_gemm`` the same GEMM alone (activations already cast);
@@ -153,19 +153,19 @@ class Problem:
 
 
 class Fp8Cast:
-    """The FP8 recipe's activation cast: ``torch.compile``d once (dynamic shapes) when that
-    works on this machine, else eager torch; ``mode`` says which ran."""
+    """The FP8 recipe's activation cast: the fused Triton kernel
+    (``fp8_blockwise.quantize_activations_fused``) where Triton runs, else eager torch;
+    ``mode`` says which ran."""
 
     def __init__(self):
-        self.mode = "torch.compile"
-        self.function = torch.compile(fp8_blockwise.quantize_activations, dynamic=True)
+        self.mode = "fused Triton kernel"
 
     def __call__(self, x):
-        if self.mode == "torch.compile":
+        if self.mode == "fused Triton kernel":
             try:
-                return self.function(x)
-            except Exception as error:  # no working compiler toolchain on this machine
-                self.mode = f"eager (torch.compile failed: {type(error).__name__})"
+                return fp8_blockwise.quantize_activations_fused(x)
+            except Exception as error:  # no Triton, or no compiler toolchain, on this machine
+                self.mode = f"eager torch (Triton failed: {type(error).__name__})"
         return fp8_blockwise.quantize_activations(x)
 
 

@@ -52,6 +52,55 @@ def padded_tokens(tokens: int) -> int:
     return -(-tokens // 4) * 4
 
 
+def quantize_activations_fused(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`quantize_activations` as one Triton kernel on the GPU (one program per token and
+    group: read x once, write the E4M3 bytes and the scales), what a serving stack's fused cast
+    does. The power-of-two scale ``2^ceil(log2(amax/448))`` comes from the bits of
+    ``amax/448`` (exact; the eager version's ``log2`` agrees for normal numbers)."""
+    tokens, groups, k = x.shape
+    _check_blocks("K", k)
+    rows = padded_tokens(tokens)
+    x8 = torch.empty(rows, groups, k, dtype=torch.float8_e4m3fn, device=x.device)
+    scales = torch.empty(groups, k // BLOCK, rows, dtype=torch.float32, device=x.device)
+    if rows > tokens:
+        x8[tokens:].view(torch.uint8).zero_()
+        scales[:, :, tokens:] = 1.0
+    if tokens:
+        _triton_cast()[(tokens * groups,)](x, x8, scales, groups, rows, BLOCKS=k // BLOCK, num_warps=8)
+    return x8, scales
+
+
+_TRITON_CAST = None
+
+
+def _triton_cast():
+    """The Triton kernel of :func:`quantize_activations_fused` (built on first use: Triton is
+    a GPU-only dependency)."""
+    global _TRITON_CAST
+    if _TRITON_CAST is None:
+        import triton
+        import triton.language as tl
+
+        @triton.jit
+        def cast(x_ptr, q_ptr, s_ptr, groups, rows, BLOCKS: tl.constexpr):
+            row = tl.program_id(0)  # token t = row // groups, group g = row % groups
+            block = tl.arange(0, BLOCKS)[:, None]
+            offsets = row * (BLOCKS * 128) + block * 128 + tl.arange(0, 128)[None, :]
+            x = tl.load(x_ptr + offsets).to(tl.float32)
+            ratio = tl.max(tl.abs(x), axis=1) / 448.0
+            bits = ratio.to(tl.int32, bitcast=True)
+            up = tl.where((bits & 0x7FFFFF) == 0, bits & 0x7F800000, (bits & 0x7F800000) + 0x800000)
+            scale = tl.where(ratio > 0, up.to(tl.float32, bitcast=True), 1.0)
+            q = tl.clamp(tl.div_rn(x, scale[:, None]), -448.0, 448.0)  # exact: scale is a power of two
+            tl.store(q_ptr + offsets, q.to(tl.float8e4nv))
+            t = row // groups
+            g = row % groups
+            tl.store(s_ptr + (g * BLOCKS + tl.arange(0, BLOCKS)) * rows + t, scale)
+
+        _TRITON_CAST = cast
+    return _TRITON_CAST
+
+
 def quantize_weights(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``W (G, N, K)`` -> ``(w8 (G, N, K) float8_e4m3fn, scales (G, N/128, K/128) float32)``:
     128×128 blocks, decode scale ``amax/448`` (1 for an all-zero block)."""

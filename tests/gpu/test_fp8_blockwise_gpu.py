@@ -28,3 +28,15 @@ def test_blockwise_gemm_equals_the_product_of_the_dequantized_operands(tokens):
                          fp8_blockwise.dequantize(w8.cpu(), ws.cpu(), activations=False))
     error = (out.cpu().double() - exact).norm() / exact.norm()
     assert error < 4e-3, f"relative Frobenius error {error:.2e}: the scales were not applied blockwise"
+
+
+@pytest.mark.parametrize("tokens", [1, 130])
+def test_the_fused_triton_cast_gives_the_eager_bytes(tokens):
+    pytest.importorskip("triton")
+    g = torch.Generator(device=CUDA).manual_seed(1)
+    x = (torch.randn(tokens, 3, 512, generator=g, device=CUDA) * torch.logspace(-4, 2, 512, device=CUDA)).to(torch.bfloat16)
+    x[0, 1, :128] = 0  # an all-zero block: scale 1
+    fused8, fused_scales = fp8_blockwise.quantize_activations_fused(x)
+    eager8, eager_scales = fp8_blockwise.quantize_activations(x)
+    assert torch.equal(fused_scales, eager_scales)
+    assert torch.equal(fused8.view(torch.uint8), eager8.view(torch.uint8))
