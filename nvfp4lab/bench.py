@@ -164,6 +164,8 @@ class Fp8Cast:
         if self.mode == "fused Triton kernel":
             try:
                 return fp8_blockwise.quantize_activations_fused(x)
+            except ValueError:  # a shape the fused kernel does not take: eager for this call only
+                return fp8_blockwise.quantize_activations(x)
             except Exception as error:  # no Triton, or no compiler toolchain, on this machine
                 self.mode = f"eager torch (Triton failed: {type(error).__name__})"
         return fp8_blockwise.quantize_activations(x)
@@ -288,7 +290,8 @@ def markdown(card: str, results: dict, fp8_cast: str | None = None) -> str:
             cells.append("n/a" if "error" in r else f"{r['us']:.1f} ({r['speedup_vs_bf16']:.2f}×)")
         q = rows["quantizer"]
         lines.append(f"| {shape} | {tokens} | " + " | ".join(cells) + f" | {q['us']:.1f} ({q['fraction_of_copy_bandwidth']:.0%}) |")
-    errors = sorted({f"{name}: {rows[name]['error']}" for rows in results.values() for name in names if "error" in rows[name]})
+    errors = sorted({f"{name}: {rows[name]['error']}"
+                     for rows in results.values() for name in names if "error" in rows[name]})
     lines += ["", "n/a: " + "; ".join(errors)] if errors else []
     return "\n".join(lines) + "\n"
 
@@ -312,7 +315,8 @@ def main(argv=None) -> int:
         torch.cuda.empty_cache()
     args.out.mkdir(parents=True, exist_ok=True)
     stem = card.replace(" ", "_")
-    meta = {"card": card, "torch": torch.__version__, "method": "CUDA graph replay, median of 5×20, L2-rotated weights",
+    meta = {"card": card, "torch": torch.__version__,
+            "method": "CUDA graph replay, median of 5×20, L2-rotated weights",
             "fp8_blockwise_cast": FP8_CAST.mode if FP8_CAST else None}
     (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     (args.out / f"{stem}.md").write_text(markdown(card, results, meta["fp8_blockwise_cast"]))

@@ -56,9 +56,17 @@ def quantize_activations_fused(x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     """:func:`quantize_activations` as one Triton kernel on the GPU (one program per token and
     group: read x once, write the E4M3 bytes and the scales), what a serving stack's fused cast
     does. The power-of-two scale ``2^ceil(log2(amax/448))`` comes from the bits of
-    ``amax/448`` (exact; the eager version's ``log2`` agrees for normal numbers)."""
+    ``amax/448`` (exact; for bf16 ``x`` the eager version's ``log2`` gives the same power for
+    every normal ratio). Needs ``x`` bf16, contiguous, K/128 a power of two and fewer than
+    2^31 elements (the kernel's offsets are 32-bit)."""
     tokens, groups, k = x.shape
     _check_blocks("K", k)
+    blocks = k // BLOCK
+    if x.dtype != torch.bfloat16 or not x.is_contiguous():
+        raise ValueError(f"the fused FP8 cast needs a contiguous bf16 x; got {x.dtype}, strides {x.stride()}")
+    if blocks & (blocks - 1) or x.numel() >= 2**31:
+        raise ValueError(f"the fused FP8 cast needs K/128 a power of two and T·G·K < 2^31; "
+                         f"got K={k}, {x.numel()} elements")
     rows = padded_tokens(tokens)
     x8 = torch.empty(rows, groups, k, dtype=torch.float8_e4m3fn, device=x.device)
     scales = torch.empty(groups, k // BLOCK, rows, dtype=torch.float32, device=x.device)
@@ -66,7 +74,7 @@ def quantize_activations_fused(x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
         x8[tokens:].view(torch.uint8).zero_()
         scales[:, :, tokens:] = 1.0
     if tokens:
-        _triton_cast()[(tokens * groups,)](x, x8, scales, groups, rows, BLOCKS=k // BLOCK, num_warps=8)
+        _triton_cast()[(tokens * groups,)](x, x8, scales, groups, rows, BLOCKS=blocks, num_warps=8)
     return x8, scales
 
 
@@ -87,7 +95,7 @@ def _triton_cast():
             block = tl.arange(0, BLOCKS)[:, None]
             offsets = row * (BLOCKS * 128) + block * 128 + tl.arange(0, 128)[None, :]
             x = tl.load(x_ptr + offsets).to(tl.float32)
-            ratio = tl.max(tl.abs(x), axis=1) / 448.0
+            ratio = tl.div_rn(tl.max(tl.abs(x), axis=1), 448.0)  # IEEE division, as the eager cast
             bits = ratio.to(tl.int32, bitcast=True)
             up = tl.where((bits & 0x7FFFFF) == 0, bits & 0x7F800000, (bits & 0x7F800000) + 0x800000)
             scale = tl.where(ratio > 0, up.to(tl.float32, bitcast=True), 1.0)

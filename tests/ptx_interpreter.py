@@ -48,8 +48,6 @@ def _binary(op: str, x, y):
         return (x + y) & MASK
     if op == "sub.u32":
         return (x - y) & MASK
-    if op == "max.u32":
-        return np.maximum(x, y)
     if op in ("shl.b32",):
         return (x << y) & MASK
     if op in ("shr.b32", "shr.u32"):
@@ -66,8 +64,8 @@ def run(text: str, inputs: dict[str, np.ndarray], *, skip=("mul.rn.bf16x2",)) ->
     """Run ``text`` with operand registers ``inputs`` ({"$1": uint32 array, ...}).
 
     Returns ``(registers, skipped)``: every register's final value (uint64 arrays holding
-    32-bit words) and, for instructions named in ``skip``, ``(op, destination, sources)``
-    with the source values they received, in program order."""
+    32-bit words) and, for instructions named in ``skip``, ``(op, destination, source names,
+    source values)`` (None for an operand register the inputs do not give), in program order."""
     regs = {name: np.asarray(v).astype(np.uint64) for name, v in inputs.items()}
     skipped = []
 
@@ -85,7 +83,7 @@ def run(text: str, inputs: dict[str, np.ndarray], *, skip=("mul.rn.bf16x2",)) ->
         op, args = line.split(None, 1)
         dst, *src = [a.strip() for a in args.split(",")]
         if op in skip:
-            skipped.append((op, dst, [regs.get(s) for s in src]))
+            skipped.append((op, dst, src, [regs.get(s) for s in src]))
             continue
         if op == "abs.f32":
             regs[dst] = _bits(np.abs(_f32(value(src[0]))))

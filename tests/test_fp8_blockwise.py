@@ -30,7 +30,8 @@ def test_weights_equal_the_study_recipe():
     assert torch.equal(fp8_blockwise.dequantize(w8, scales, activations=False), want)
 
 
-@pytest.mark.parametrize("shape, message", [((2, 1, 100), "K"), ((1, 200, 512), "N and K"), ((1, 128, 384), "multiple of 4")])
+@pytest.mark.parametrize("shape, message",
+                         [((2, 1, 100), "K"), ((1, 200, 512), "N and K"), ((1, 128, 384), "multiple of 4")])
 def test_shapes_cublas_cannot_take_are_refused(shape, message):
     with pytest.raises(ValueError, match=message):
         if shape[1] == 1:

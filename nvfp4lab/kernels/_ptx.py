@@ -9,9 +9,8 @@ Each helper names its PTX instruction, so rounding is explicit and no compiler f
 * ``e4m3_byte_from_f32`` ``cvt.rn.satfinite.e4m3x2.f32``: RNE, saturate at ±448, NaN kept.
 * ``f32_from_e4m3_byte`` ``cvt.rn.f16x2.e4m3x2`` then ``cvt.f32.f16`` (both exact).
 * ``bf16x2_splat_from_f32`` ``cvt.rn.bf16x2.f32`` of one value into both halves.
-* ``rint_u32``         ``cvt.rni.u32.f32``: round to nearest integer, ties to even.
 * ``max_abs_nan``      ``abs.f32`` then ``max.NaN.f32``: a running ``max |x|`` that keeps NaN.
-* ``e2m1_code_biased`` the E2M1 code of a clamped value by one ``add.rn.f32`` (+ ``E2M1_CODE_BIAS``).
+* ``e2m1_code_biased`` the E2M1 code of ``y`` (``|y| < 7``) by one ``add.rn.f32``, plus ``E2M1_CODE_BIAS``.
 * ``decode_word_bf16x2``  eight E2M1 codes -> four exactly scaled bf16 pairs.
 """
 
@@ -61,7 +60,8 @@ def max_abs_nan(acc, x, *, loc=None, ip=None) -> Float32:
 # whose steps are 0.5, 1 and 2 = the ulp of c; the bits of |y| + c minus those of c count
 # steps, and the code adds 0, 2 or 4 for the range: (c >> 22) - 298. c's exponent comes from
 # max(bits(|y|), bits(1.0)) (E2M1's subnormal 0.5 has the step of [1, 2)). The kernel
-# collects the codes unbiased-later: the result is code + 8·sign + E2M1_CODE_BIAS.
+# returns code + 8·sign + E2M1_CODE_BIAS (the caller sums eight of them into a word and
+# subtracts the eight biases at once: quantize_activations.WORD_BIAS).
 E2M1_CODE_BIAS = 298
 _E2M1_CODE = "\n".join([
     "{",
@@ -153,7 +153,7 @@ def decode_word_bf16x2(word, scale_pair, *, loc=None, ip=None):
     ``word << 4`` and ``word``), an AND and a shift move the magnitude bits to bf16 bits
     6..8 / 22..24, one ``lop3`` adds the sign bits 15 / 31 (giving the E2M1 values times
     2^-126), and one ``mul.rn.bf16x2`` applies the scale: 21 instructions per 8 codes.
-    ``tests/test_ptx_decode.py`` runs this text through a PTX interpreter for every byte
+    ``tests/test_inline_ptx.py`` runs this text through a PTX interpreter for every byte
     value at every position.
     """
     result = llvm.inline_asm(
@@ -166,9 +166,3 @@ def decode_word_bf16x2(word, scale_pair, *, loc=None, ip=None):
         asm_dialect=llvm.AsmDialect.AD_ATT,
     )
     return [Uint32(llvm.extractvalue(T.i32(), result, [i])) for i in range(4)]
-
-
-@dsl_user_op
-def rint_u32(a, *, loc=None, ip=None) -> Uint32:
-    """``cvt.rni.u32.f32``: the nearest integer to ``a >= 0``, ties to even (NaN gives 0)."""
-    return Uint32(_asm(T.i32(), [Float32(a).ir_value()], "cvt.rni.u32.f32 $0, $1;", "=r,f"))

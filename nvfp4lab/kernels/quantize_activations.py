@@ -10,19 +10,25 @@ One launch writes, for all G groups at once, exactly what ``quantize_nvfp4`` fol
   once when allocated).
 
 When K % 64 == 0 one thread quantizes the four 16-element blocks of a 64-element row slice:
-one 128-byte load, one 32-byte store of codes and one 4-byte store of the four scale bytes
-(consecutive in the swizzled layout); otherwise one block per thread (8-byte and 1-byte
-stores). The division ``1/gs`` is made once per thread. The global scale of group g is either read from ``global_scale[g]`` (static)
-or computed from ``amax[g]`` as ``max(amax / 2688, 2^-126)`` (dynamic; see
-``kernels/amax.py``); with ``shared`` every group uses the max over all G entries (a
-static shared scale is stored G times, equal; a dynamic shared one is the max amax). Every rounding step is an explicit PTX instruction (``_ptx``).
+128 contiguous bytes in (eight 16-byte loads), 32 contiguous bytes of codes out (two 16-byte
+stores) and the four scale bytes (consecutive in the swizzled layout) as one 4-byte store;
+otherwise one block per thread (8-byte and 1-byte stores). ``1/gs`` is divided once per thread.
+The global scale of group g is either read from ``global_scale[g]`` (static) or computed from
+``amax[g]`` as ``max(amax / 2688, 2^-126)`` (dynamic; see ``kernels/amax.py``); with ``shared``
+every group uses the max over all G entries (a static shared scale is stored G times, equal; a
+dynamic shared one is the max amax). Every rounding step is an explicit PTX instruction (``_ptx``).
 
 **No clamp for most blocks.** The reference clamps ``y = x·multiplier`` to ±6 before
-rounding. When the block scale ``s`` is a normal E4M3 number below 448, it is ``q = (amax/6)/gs``
-rounded to 3 mantissa bits, so ``s ≥ q·(1 − 2^-4)`` and ``|y| ≤ 6·(1 + 2^-23)^5 / (1 − 2^-4) < 6.41``;
-``e2m1_code_biased`` gives code 7 for every ``6 ≤ |y| < 7``, which is what the clamp would give.
-Blocks with a subnormal, zero, saturated (448) or NaN scale take the clamping loop
-(``tests/test_ptx_decode.py`` runs the code's PTX on ``|y| < 7``).
+rounding. When the block scale ``s`` is a normal E4M3 number below 448 and ``gs ≥ 2^-126``, ``s``
+is ``q = (amax/6)/gs`` rounded to 3 mantissa bits, so ``s ≥ q·(1 − 2^-4)``; ``1/gs`` is finite,
+and ``q ≥ 2^-6`` puts ``amax/6`` at ``≥ 2^-132``, where its rounding is within ``2^-17``
+relative; hence ``|y| ≤ 6·(1 + 2^-17)(1 + 2^-23)^4 / (1 − 2^-4) < 6.41``, and
+``e2m1_code_biased`` gives code 7 for every ``6 ≤ |y| < 7``, what the clamp would give. Blocks
+with a subnormal, zero, saturated (448) or NaN scale, and every block of a group whose static
+``gs`` is below ``2^-126`` (``1/gs`` overflows, the multiplier is capped at ``FLT_MAX``), take
+the clamping loop (``tests/test_inline_ptx.py`` runs the code's PTX on ``|y| < 7``). Its NaN
+rule differs from the CPU's: NaN clamps to -6 (code 15) where the CPU keeps NaN (code 0 or 8);
+the block's scale byte is NaN (0x7F) in both, so every value of the block dequantizes to NaN.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import cutlass
 import cutlass.cute as cute
 from cutlass import Float32, Int32, Uint32
 
+from nvfp4lab.formats import E4M3_MAX, E4M3_MIN_NORMAL
 from nvfp4lab.kernels._ptx import (
     E2M1_CODE_BIAS,
     div_rn,
@@ -45,8 +52,6 @@ from nvfp4lab.kernels._ptx import (
 
 THREADS = 256
 FLT_MAX = 3.4028234663852886e38
-MIN_NORMAL_E4M3 = 2.0**-6
-E4M3_MAX = 448.0
 MIN_GLOBAL_SCALE = 2.0**-126
 
 
@@ -89,9 +94,10 @@ def quantize_block(values, gs: Float32, inverse_gs: Float32):
         multiplier = Float32(0.0)
     word0 = Uint32(0)
     word1 = Uint32(0)
-    if scale_value >= Float32(MIN_NORMAL_E4M3) and scale_value < Float32(E4M3_MAX):
-        # A normal, unsaturated scale: every |x·multiplier| < 7 (module docstring), where the
-        # code needs no clamp. (Subnormal, zero, saturated and NaN scales take the clamp.)
+    normal_scales = scale_value >= Float32(E4M3_MIN_NORMAL) and gs >= Float32(MIN_GLOBAL_SCALE)
+    if normal_scales and scale_value < Float32(E4M3_MAX):
+        # A normal, unsaturated scale and a normal gs: every |x·multiplier| < 7 (module
+        # docstring), where the code needs no clamp. Everything else takes the clamp.
         for j in cutlass.range_constexpr(16):
             code = e2m1_code_biased(mul_rn(values[j], multiplier))
             if cutlass.const_expr(j < 8):
@@ -101,7 +107,7 @@ def quantize_block(values, gs: Float32, inverse_gs: Float32):
     else:
         for j in cutlass.range_constexpr(16):
             y = mul_rn(values[j], multiplier)
-            y = cute.arch.fmin(cute.arch.fmax(y, Float32(-6.0)), Float32(6.0))  # NaN -> -6, as the CPU
+            y = cute.arch.fmin(cute.arch.fmax(y, Float32(-6.0)), Float32(6.0))  # NaN -> -6 (the CPU keeps NaN: code 0)
             code = e2m1_code_biased(y)
             if cutlass.const_expr(j < 8):
                 word0 = word0 + (code << Uint32(4 * j))
@@ -149,7 +155,7 @@ def quantize_activations_kernel(
         codes.fill(0)
         scale_bytes = Uint32(0)
         if t < tokens:
-            values = x[index, None].load().to(Float32)  # P blocks of one row: one 32·P-byte load
+            values = x[index, None].load().to(Float32)  # P blocks of one row: 32·P contiguous bytes
             gs = global_scale_of(group_scale, g, groups, dynamic, shared)
             inverse_gs = div_rn(Float32(1.0), gs)
             if t == 0 and kb == 0:
@@ -173,8 +179,8 @@ def quantize_activations_kernel(
 
 
 def blocks_per_thread(packed_scales: bool) -> int:
-    """Blocks one thread quantizes: the 4 of a 64-element row slice when K % 64 == 0 (one
-    128-byte load, one 32-byte store of codes, one 4-byte scale store), else 1."""
+    """Blocks one thread quantizes: the 4 of a 64-element row slice when K % 64 == 0 (128 bytes
+    in, 32 bytes of codes and one 4-byte scale word out), else 1."""
     return 4 if packed_scales else 1
 
 
@@ -199,7 +205,8 @@ def quantize_activations(
     per_thread = blocks_per_thread(packed_scales)
     col_tiles = (block_cols + 3) // 4
     chunk_cols = block_cols // per_thread
-    x = cute.make_tensor(x_ptr, cute.make_layout((tokens * groups * chunk_cols, 16 * per_thread), stride=(16 * per_thread, 1)))
+    x = cute.make_tensor(x_ptr, cute.make_layout((tokens * groups * chunk_cols, 16 * per_thread),
+                                                 stride=(16 * per_thread, 1)))
     group_scale = cute.make_tensor(group_scale_ptr, cute.make_layout(groups))
     data = cute.make_tensor(data_ptr, cute.make_layout((rows_per_group * groups * chunk_cols, 2 * per_thread),
                                                        stride=(2 * per_thread, 1)))
@@ -207,5 +214,6 @@ def quantize_activations(
     used_scale = cute.make_tensor(used_scale_ptr, cute.make_layout(groups))
     total = rows_per_group * groups * chunk_cols
     quantize_activations_kernel(
-        x, group_scale, data, scales, used_scale, tokens, groups, block_cols, rows_per_group, dynamic, shared, packed_scales
+        x, group_scale, data, scales, used_scale, tokens, groups, block_cols, rows_per_group, dynamic, shared,
+        packed_scales,
     ).launch(grid=[(total + THREADS - 1) // THREADS, 1, 1], block=[THREADS, 1, 1], stream=stream)
