@@ -24,10 +24,11 @@ is ``q = (amax/6)/gs`` rounded to 3 mantissa bits, so ``s ≥ q·(1 − 2^-4)``;
 and ``q ≥ 2^-6`` puts ``amax/6`` at ``≥ 2^-132``, where its rounding is within ``2^-17``
 relative; hence ``|y| ≤ 6·(1 + 2^-17)(1 + 2^-23)^4 / (1 − 2^-4) < 6.41``, and
 ``e2m1_code_biased`` gives code 7 for every ``6 ≤ |y| < 7``, what the clamp would give. Blocks
-with a subnormal, zero, saturated (448) or NaN scale, and every block of a group whose static
-``gs`` is below ``2^-126`` (``1/gs`` overflows, the multiplier is capped at ``FLT_MAX``), take
-the clamping loop (``tests/test_inline_ptx.py`` runs the code's PTX on ``|y| < 7``). Its NaN
-rule differs from the CPU's: NaN clamps to -6 (code 15) where the CPU keeps NaN (code 0 or 8);
+with a subnormal, zero, saturated (448) or NaN scale take the clamping loop, and so does every
+block of a group whose ``gs`` is below ``2^-126`` (the API rejects such static scales,
+``validation.check_global_scale``; direct kernel callers stay on the safe path: there ``1/gs``
+overflows and the multiplier is capped at ``FLT_MAX``). ``tests/test_inline_ptx.py`` runs the
+code's PTX on ``|y| < 7``. The clamping loop's NaN rule differs from the CPU's: NaN clamps to -6 (code 15) where the CPU keeps NaN (code 0 or 8);
 the block's scale byte is NaN (0x7F) in both, so every value of the block dequantizes to NaN.
 """
 

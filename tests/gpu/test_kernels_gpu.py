@@ -90,15 +90,15 @@ def test_quantizer_edge_magnitudes_bytes_equal():
     assert codes == [0, 2, 2, 4, 4, 6, 6, 7]  # ties to the even code: 0, 1, 1, 2, 2, 4, 4, 6
 
 
-def test_quantizer_bytes_equal_the_reference_for_a_static_scale_below_the_normal_range():
-    """gs = 2^-130: 1/gs overflows and the multiplier is capped at FLT_MAX, so blocks with normal
-    scales must still be clamped (the quantizer's no-clamp loop needs gs >= 2^-126)."""
-    x = (activations(130, 2, 64).float() * 2.0**-125).to(torch.bfloat16)  # block scales near 5: normal
+def test_quantizer_bytes_equal_the_reference_at_the_smallest_global_scale():
+    """gs = 2^-126, the smallest the API accepts, with normal block scales: the quantizer's
+    clamp-free loop at the edge of its bound (1/gs = 2^126, amax/6 near 2^-128, subnormal)."""
+    x = (activations(130, 2, 64).float() * 2.0**-121).to(torch.bfloat16)  # block scales near 5: normal
     rows_p = round_up(130, ROW_TILE)
     data = torch.full((2 * rows_p, 32), 0xAB, dtype=torch.uint8, device=CUDA)
     scales = torch.zeros((2 * rows_p, 4), dtype=torch.uint8, device=CUDA)
     used = torch.empty(2, device=CUDA)
-    source = torch.full((2,), 2.0**-130, device=CUDA)
+    source = torch.full((2,), 2.0**-126, device=CUDA)
     launch.quantize_activations(x, source, data, scales, used, dynamic=False, shared=False)
     ref_data, ref_scales, _ = reference_operand(x, "per_group static", source)
     assert torch.equal(scales.cpu(), ref_scales) and torch.equal(data.cpu(), ref_data)
