@@ -99,7 +99,8 @@ def unclamped_floats() -> np.ndarray:
     lows = np.array([0, 1, 0x7FFF, 0x8000, 0x8001, 0xFFFF], dtype=np.uint32)
     positive = (high[:, None] | lows[None, :]).reshape(-1).view(np.float32)
     thresholds = np.array([t for t, _ in E2M1_ROUNDING_THRESHOLDS] + list(E2M1_GRID), dtype=np.float32)
-    around = np.concatenate([thresholds, np.nextafter(thresholds, np.float32(0)), np.nextafter(thresholds, np.float32(7))])
+    below, above = np.nextafter(thresholds, np.float32(0)), np.nextafter(thresholds, np.float32(7))
+    around = np.concatenate([thresholds, below, above])
     rng = np.random.default_rng(1)
     values = np.concatenate([positive, around, rng.uniform(0, 7, 1 << 20).astype(np.float32)])
     values = values[values < 7]
@@ -130,8 +131,9 @@ def test_a_mutated_code_text_fails_the_rounding_check(old, new):
         test_the_code_text_rounds_every_value_below_7_like_the_clamping_reference(_E2M1_CODE.replace(old, new, 1))
 
 
-@pytest.mark.parametrize("old, new", [("0x80008000", "0x80808000"), ("0xF8", "0xFE"), ("shr.b32 m, m, 6", "shr.b32 m, m, 5"),
-                                      (_ptx.DECODE_SELECTORS[1], "0x5001"), ("shl.b32 shifted, $4, 4", "shl.b32 shifted, $4, 3")])
+@pytest.mark.parametrize("old, new", [("0x80008000", "0x80808000"), ("0xF8", "0xFE"),
+                                      ("shr.b32 m, m, 6", "shr.b32 m, m, 5"), (_ptx.DECODE_SELECTORS[1], "0x5001"),
+                                      ("shl.b32 shifted, $4, 4", "shl.b32 shifted, $4, 3")])
 def test_a_mutated_decode_text_fails_the_decode_check(old, new):
     assert old in _DECODE_WORD
     with pytest.raises(AssertionError):
