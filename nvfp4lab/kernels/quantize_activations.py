@@ -29,7 +29,8 @@ block of a group whose ``gs`` is below ``2^-126`` (the API rejects such static s
 ``validation.check_global_scale``; direct kernel callers stay on the safe path: there ``1/gs``
 overflows and the multiplier is capped at ``FLT_MAX``). ``tests/test_inline_ptx.py`` runs the
 code's PTX on ``|y| < 7``. The clamping loop's NaN rule differs from the CPU's: NaN clamps to
--6 (code 15) where the CPU keeps NaN (code 0 or 8); the block's scale byte is NaN (0x7F) in both, so every value of the block dequantizes to NaN.
+-6 (code 15) where the CPU keeps NaN (code 0 or 8); the block's scale byte is NaN (0x7F) in
+both, so every value of the block dequantizes to NaN.
 """
 
 from __future__ import annotations
