@@ -41,6 +41,7 @@ import cutlass.cute as cute
 from cutlass import Float32, Int32, Uint32
 
 from nvfp4lab.formats import E4M3_MAX, E4M3_MIN_NORMAL
+from nvfp4lab.quantize import FLT_MAX, MIN_GLOBAL_SCALE
 from nvfp4lab.kernels._ptx import (
     E2M1_CODE_BIAS,
     div_rn,
@@ -53,8 +54,6 @@ from nvfp4lab.kernels._ptx import (
 )
 
 THREADS = 256
-FLT_MAX = 3.4028234663852886e38
-MIN_GLOBAL_SCALE = 2.0**-126
 
 
 @cute.jit
@@ -94,28 +93,34 @@ def quantize_block(values, gs: Float32, inverse_gs: Float32):
     multiplier = cute.arch.fmin(div_rn(inverse_gs, scale_value), Float32(FLT_MAX))
     if not (scale_value > Float32(0.0)):
         multiplier = Float32(0.0)
-    word0 = Uint32(0)
+    word0 = Uint32(0)  # defined before the branch that sets them (CuTeDSL's rule)
     word1 = Uint32(0)
     normal_scales = scale_value >= Float32(E4M3_MIN_NORMAL) and gs >= Float32(MIN_GLOBAL_SCALE)
     if normal_scales and scale_value < Float32(E4M3_MAX):
         # A normal, unsaturated scale and a normal gs: every |x·multiplier| < 7 (module
         # docstring), where the code needs no clamp. Everything else takes the clamp.
-        for j in cutlass.range_constexpr(16):
-            code = e2m1_code_biased(mul_rn(values[j], multiplier))
-            if cutlass.const_expr(j < 8):
-                word0 = word0 + (code << Uint32(4 * j))
-            else:
-                word1 = word1 + (code << Uint32(4 * (j - 8)))
+        word0, word1 = packed_codes(values, multiplier, False)
     else:
-        for j in cutlass.range_constexpr(16):
-            y = mul_rn(values[j], multiplier)
-            y = cute.arch.fmin(cute.arch.fmax(y, Float32(-6.0)), Float32(6.0))  # NaN -> -6 (the CPU keeps NaN: code 0)
-            code = e2m1_code_biased(y)
-            if cutlass.const_expr(j < 8):
-                word0 = word0 + (code << Uint32(4 * j))
-            else:
-                word1 = word1 + (code << Uint32(4 * (j - 8)))
-    return scale_byte, scale_value, word0 - Uint32(WORD_BIAS), word1 - Uint32(WORD_BIAS)
+        word0, word1 = packed_codes(values, multiplier, True)
+    return scale_byte, scale_value, word0, word1
+
+
+@cute.jit
+def packed_codes(values, multiplier: Float32, clamp: cutlass.Constexpr):
+    """The 16 codes of ``values · multiplier`` packed 8 per word (code j at bits 4j);
+    ``clamp``: to ±6 first (NaN -> -6; the CPU keeps NaN: code 0)."""
+    word0 = Uint32(0)
+    word1 = Uint32(0)
+    for j in cutlass.range_constexpr(16):
+        y = mul_rn(values[j], multiplier)
+        if cutlass.const_expr(clamp):
+            y = cute.arch.fmin(cute.arch.fmax(y, Float32(-6.0)), Float32(6.0))
+        code = e2m1_code_biased(y)
+        if cutlass.const_expr(j < 8):
+            word0 = word0 + (code << Uint32(4 * j))
+        else:
+            word1 = word1 + (code << Uint32(4 * (j - 8)))
+    return word0 - Uint32(WORD_BIAS), word1 - Uint32(WORD_BIAS)
 
 
 @cute.jit
