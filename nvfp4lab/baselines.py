@@ -19,8 +19,24 @@ from nvfp4lab.quantize import dequantize_nvfp4, dynamic_global_scale, quantize_n
 FP8_BLOCK = 128
 
 
+def e4m3_saturated(values: torch.Tensor) -> torch.Tensor:
+    """``values`` clamped to ±448 and rounded to float8_e4m3fn (the FP8 recipe's element cast)."""
+    return values.clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+
+
+def fp8_activation_scale(amax: torch.Tensor) -> torch.Tensor:
+    """The FP8 recipe's decode scale of a 1×128 activation block: ``2^ceil(log2(amax/448))``,
+    1 for an all-zero block."""
+    return torch.where(amax > 0, torch.exp2(torch.ceil(torch.log2(amax / E4M3_MAX))), torch.ones_like(amax))
+
+
+def fp8_weight_scale(amax: torch.Tensor) -> torch.Tensor:
+    """The FP8 recipe's decode scale of a 128×128 weight block: ``amax/448``, 1 for an all-zero block."""
+    return torch.where(amax > 0, true_divide(amax, E4M3_MAX), torch.ones_like(amax))
+
+
 def _e4m3_roundtrip(values: torch.Tensor) -> torch.Tensor:
-    return values.clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn).to(torch.float64)
+    return e4m3_saturated(values).to(torch.float64)
 
 
 def fp8_activations(x: torch.Tensor) -> torch.Tensor:
@@ -29,8 +45,7 @@ def fp8_activations(x: torch.Tensor) -> torch.Tensor:
     if k % FP8_BLOCK:
         raise ValueError(f"the FP8 recipe needs K % {FP8_BLOCK} == 0; got K={k}")
     blocks = x.to(torch.float32).reshape(t, g, k // FP8_BLOCK, FP8_BLOCK)
-    amax = blocks.abs().amax(dim=-1, keepdim=True)
-    scale = torch.where(amax > 0, torch.exp2(torch.ceil(torch.log2(amax / E4M3_MAX))), torch.ones_like(amax))
+    scale = fp8_activation_scale(blocks.abs().amax(dim=-1, keepdim=True))
     return (_e4m3_roundtrip(blocks / scale) * scale.double()).reshape(t, g, k)
 
 
@@ -40,8 +55,7 @@ def fp8_weights(w: torch.Tensor) -> torch.Tensor:
     if k % FP8_BLOCK or n % FP8_BLOCK:
         raise ValueError(f"the FP8 recipe needs K and N multiples of {FP8_BLOCK}; got {k}, {n}")
     blocks = w.to(torch.float32).reshape(g, k // FP8_BLOCK, FP8_BLOCK, n // FP8_BLOCK, FP8_BLOCK)
-    amax = blocks.abs().amax(dim=(2, 4), keepdim=True)
-    scale = torch.where(amax > 0, true_divide(amax, E4M3_MAX), torch.ones_like(amax))
+    scale = fp8_weight_scale(blocks.abs().amax(dim=(2, 4), keepdim=True))
     return (_e4m3_roundtrip(true_divide(blocks, scale)) * scale.double()).reshape(g, k, n)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from nvfp4lab.formats import E4M3_MAX
+from nvfp4lab.baselines import e4m3_saturated, fp8_activation_scale, fp8_weight_scale
 from nvfp4lab.quantize import true_divide
 
 BLOCK = 128
@@ -41,9 +41,8 @@ def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     rows = padded_tokens(tokens)
     blocks = x.to(torch.float32).reshape(tokens, groups, k // BLOCK, BLOCK)
     blocks = torch.nn.functional.pad(blocks, (0, 0, 0, 0, 0, 0, 0, rows - tokens))
-    amax = blocks.abs().amax(dim=-1, keepdim=True)
-    scale = torch.where(amax > 0, torch.exp2(torch.ceil(torch.log2(amax / E4M3_MAX))), torch.ones_like(amax))
-    x8 = (blocks / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn).reshape(rows, groups, k)
+    scale = fp8_activation_scale(blocks.abs().amax(dim=-1, keepdim=True))
+    x8 = e4m3_saturated(blocks / scale).reshape(rows, groups, k)
     return x8, scale.squeeze(-1).permute(1, 2, 0).contiguous()
 
 
@@ -117,9 +116,8 @@ def quantize_weights(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if (k // BLOCK) % 4:
         raise ValueError(f"cuBLAS's 128×128 weight scales need K/128 to be a multiple of 4; got K={k}")
     blocks = w.to(torch.float32).reshape(groups, n // BLOCK, BLOCK, k // BLOCK, BLOCK)
-    amax = blocks.abs().amax(dim=(2, 4), keepdim=True)
-    scale = torch.where(amax > 0, true_divide(amax, E4M3_MAX), torch.ones_like(amax))
-    w8 = true_divide(blocks, scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn).reshape(groups, n, k)
+    scale = fp8_weight_scale(blocks.abs().amax(dim=(2, 4), keepdim=True))
+    w8 = e4m3_saturated(true_divide(blocks, scale)).reshape(groups, n, k)
     return w8, scale.reshape(groups, n // BLOCK, k // BLOCK).contiguous()
 
 
