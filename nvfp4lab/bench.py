@@ -17,12 +17,14 @@ For each ``(G, K, N)`` and token count T it times, in one run on one card:
                     Python loop quantizing each group separately, scattering it into
                     the padded operand, the grouped GEMM into the padded output, then
                     one copy per group into ``z``;
-* ``nvfp4_gemm``    nvfp4lab's grouped GEMM alone (operands already quantized);
+* ``nvfp4_gemm``    nvfp4lab's GEMM alone (operands already quantized), the one the forward
+                    runs: the warp-specialized prefill kernel where ``launch.prefill_selected``
+                    (T > 32 and enough tiles to fill the SMs), else the grouped GEMM;
 * ``nvfp4_fused``   nvfp4lab's forward with static per-group activation scales, the
                     layer's path: for T < ``launch.PREQUANTIZE_FROM`` the one-launch decode
                     kernel (quantizer fused into its prologue), up to T = 16 the quantizer
                     then the decode kernel on the quantized bytes, above that the quantizer
-                    and the grouped GEMM writing ``z`` directly;
+                    and the GEMM of ``nvfp4_gemm`` writing ``z`` directly;
 * ``nvfp4_dynamic`` the same with dynamic per-group scales (+ the amax launch);
 * ``quantizer``     the fused quantizer alone, with a device-to-device copy of the same
                     byte count as its bandwidth reference.
@@ -103,7 +105,9 @@ class Problem:
         wq = quantize_nvfp4(self.w, gs_b, group_dim=0, check_finite=False)
         self.mat_b, self.scale_b = layouts.grouped_b_operand(wq)
         self.decode = launch.decode_supported(tokens, groups, k, n)
-        self.words, self.word_scales = pack_decode_weights(wq.data, wq.scales) if self.decode else (None, None)
+        self.prefill = launch.prefill_selected(tokens, groups, k, n, launch.multiprocessors(dev.index or 0))
+        fragment_layout = self.decode or self.prefill
+        self.words, self.word_scales = pack_decode_weights(wq.data, wq.scales) if fragment_layout else (None, None)
         self.counters = launch.decode_counters(groups, n, dev)
         self.amax_bits = torch.zeros(groups, dtype=torch.int32, device=dev)
         self.gs_b = gs_b
@@ -133,7 +137,7 @@ class Problem:
         if self.decode:
             self.decode_prequantized(words, word_scales)
             return
-        self.gemm(mat_b, scale_b)
+        self.gemm(weights)
 
     def decode_fused(self, words, word_scales, source, dynamic: bool):
         """The one-launch decode forward (the prologue quantizes x)."""
@@ -145,7 +149,17 @@ class Problem:
         launch.decode_forward(self.x, self.used, words, word_scales, self.gs_b, self.z, self.counters, dynamic=False,
                               shared=False, quantized=(self.data, self.scales))
 
-    def gemm(self, mat_b, scale_b):
+    def gemm(self, weights):
+        """The forward's GEMM on the quantized activations: the prefill kernel (weights in the
+        decode layout) where ``launch.prefill_selected``, else the grouped GEMM."""
+        mat_b, scale_b, words, word_scales = weights
+        if self.prefill:
+            launch.prefill_gemm(self.data, self.scales, words, word_scales, self.used, self.gs_b, self.z)
+            return
+        self.grouped_gemm(mat_b, scale_b)
+
+    def grouped_gemm(self, mat_b, scale_b):
+        """``launch.grouped_gemm`` (mma.sync / 128 × 128 wgmma) writing ``z``."""
         cutedsl_grouped_gemm(
             self.data.view(torch.float4_e2m1fn_x2), mat_b, self.scales.view(torch.float8_e4m3fn), scale_b,
             self.offsets, self.used, self.gs_b, out=self.z, tokens=self.tokens,
@@ -245,7 +259,7 @@ def bench_point(p: Problem) -> dict:
 
     results["sketch"] = (time_graph(sketch, copies), nvfp4_weight_bytes)
     p.quantize()
-    results["nvfp4_gemm"] = (time_graph(lambda i: p.gemm(*mats[i][:2]), copies), nvfp4_weight_bytes)
+    results["nvfp4_gemm"] = (time_graph(lambda i: p.gemm(mats[i]), copies), nvfp4_weight_bytes)
     results["nvfp4_fused"] = (time_graph(lambda i: p.forward(mats[i], dynamic=False), copies), nvfp4_weight_bytes)
     results["nvfp4_dynamic"] = (time_graph(lambda i: p.forward(mats[i], dynamic=True), copies), nvfp4_weight_bytes)
 

@@ -186,8 +186,9 @@ class Nvfp4GroupedLinear:
             from nvfp4lab.kernels import launch
             from nvfp4lab.kernels.decode_layout import pack_decode_weights
 
-            if launch.decode_supported(1, self.groups, self.in_features, self.out_features):  # for some T <= 16
-                # the decode kernel's copy: each lane's 16-byte load is its MMA fragments
+            if (launch.decode_supported(1, self.groups, self.in_features, self.out_features)  # for some T <= 16
+                    or launch.prefill_supported(self.groups, self.in_features, self.out_features)):
+                # the decode and prefill kernels' copy: each lane's 16-byte load is its MMA fragments
                 self._decode_weights = pack_decode_weights(self.weight_q.data, self.weight_q.scales)
                 self._decode_counters = launch.decode_counters(self.groups, self.out_features, self.device)
 
@@ -317,6 +318,10 @@ class Nvfp4GroupedLinear:
         if decode:  # quantized once; the decode kernel's prologue only unpacks it
             launch.decode_forward(x, self._gs_a, *self._decode_weights, self.weight_q.global_scale, z,
                                   self._decode_counters, dynamic=False, shared=False, quantized=(data, scales))
+            return z
+        sms = launch.multiprocessors(x.device.index or 0)
+        if self._decode_weights is not None and launch.prefill_selected(tokens, g, k, self.out_features, sms):
+            launch.prefill_gemm(data, scales, *self._decode_weights, self._gs_a, self.weight_q.global_scale, z)
             return z
         torch.mul(self._group_ends, rows_p, out=self._offsets)
         cutedsl_grouped_gemm(

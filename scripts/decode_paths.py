@@ -36,7 +36,7 @@ def time_paths(p: Problem) -> dict:
 
     def mma_sync(i):
         p.quantize()
-        p.gemm(w[i][0], w[i][1])
+        p.grouped_gemm(w[i][0], w[i][1])
 
     return {
         "fused": time_graph(lambda i: p.decode_fused(w[i][2], w[i][3], p.gs_a, False), copies),

@@ -17,14 +17,20 @@ from nvfp4lab.kernels import quantize_activations as quant_kernel  # noqa: E402
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def instructions(compiled) -> collections.Counter:
-    """Opcode counts of a kernel compiled with ``keep_ptx``; fails when no PTX was kept."""
+def ptx_lines(compiled) -> list[str]:
+    """The PTX of a kernel compiled with ``keep_ptx``, one whitespace-normalised line per
+    instruction; fails when no PTX was kept."""
     ptx = compiled.artifacts.PTX or ""
     if "\n" not in ptx:  # CuTeDSL gives the dumped file's path until it has read the file back
         assert pathlib.Path(ptx).is_file(), f"the compiled kernel kept no PTX ({ptx!r}): the checks would pass vacuously"
         ptx = pathlib.Path(ptx).read_text()
     assert ".entry" in ptx, "the kept PTX holds no kernel entry"
-    return collections.Counter(line.split()[0] for line in ptx.splitlines() if line.strip() and not line.strip().startswith("//"))
+    return [" ".join(line.split()) for line in ptx.splitlines() if line.strip() and not line.strip().startswith("//")]
+
+
+def instructions(compiled) -> collections.Counter:
+    """Opcode counts of a kernel compiled with ``keep_ptx``."""
+    return collections.Counter(line.split()[0] for line in ptx_lines(compiled))
 
 
 def test_arch_is_sm_90a():
@@ -152,3 +158,33 @@ def test_decode_path_takes_only_the_shapes_it_supports():
     assert not launch.decode_supported(0, 8, 4096, 1024)
     assert not launch.decode_supported(1, 8, 96, 1024)  # K % 64
     assert not launch.decode_supported(1, 8, 4096, 1000)  # N % 16
+
+
+def test_prefill_gemm_is_warp_specialized_with_register_weights_and_mbarriers():
+    compiled = launch.compile_prefill_gemm(keep_ptx=True)
+    ops = instructions(compiled)
+    with_text = collections.Counter(ptx_lines(compiled))
+    # RS-form wgmma: 64 channels × 256 tokens × k16, the A operand a brace list of 4 registers
+    # (not a descriptor), 4 k16 steps × 2 unrolled k-tiles (the fragment double buffer)
+    rs_form = [line for line in with_text if line.startswith("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16")]
+    assert ops["wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16"] == 8
+    assert all("}, {%r" in line for line in rs_form), "the weights must come from registers"
+    # register reallocation between the producer and the consumers, within the 384 × 168 pool
+    assert with_text["setmaxnreg.dec.sync.aligned.u32 56;"] == 1 and with_text["setmaxnreg.inc.sync.aligned.u32 224;"] == 1
+    # mbarriers instead of CTA-wide barriers in the main loop: bar.sync only for the pipeline's
+    # init and the producer warpgroup's named barrier
+    assert ops["mbarrier.init.shared.b64"] == 6 and ops["mbarrier.try_wait.parity.shared.b64"] >= 2
+    assert ops["bar.sync"] == 2 and ops["fence.proxy.async.shared::cta;"] == 1
+    # the producer decodes 4 chunks of 4 words per k-tile (4 mul.rn.bf16x2 each), the consumers
+    # 4 k16 steps of 4 registers at 3 sites (before the loop and in each unrolled k-tile)
+    assert ops["mul.rn.bf16x2"] == 4 * 4 * 4 + 3 * 4 * 4
+    assert ops["mad.lo.u32"] == 3 * 4 * 2  # each consumer scale multiplier is one integer multiply-add
+    # weights: one 16-byte + one 8-byte load per lane and chunk, 5 sites; x: cp.async only
+    assert ops["ld.global.v4.b32"] == 5 and ops["ld.global.v2.b32"] == 5 and ops["cp.async.cg.shared.global"] == 20
+    assert ops["st.shared.v4.b32"] == 16  # decoded x: 4 chunks × 64 bytes per thread and k-tile
+    assert not any(op.startswith(("fma.rn.ftz", "mul.ftz", "div.approx", "div.full")) for op in ops)
+
+
+def test_prefill_kernel_takes_the_shapes_its_tiles_allow():
+    assert launch.prefill_supported(8, 4096, 1024) and launch.prefill_supported(8, 8192, 1536)
+    assert not launch.prefill_supported(8, 4096, 1000) and not launch.prefill_supported(8, 96, 1024)

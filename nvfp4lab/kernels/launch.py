@@ -26,6 +26,7 @@ from nvfp4lab.kernels import amax as amax_kernel  # noqa: E402
 from nvfp4lab.kernels import decode_gemm as decode_kernel  # noqa: E402
 from nvfp4lab.kernels import grouped_gemm as gemm_kernel  # noqa: E402
 from nvfp4lab.kernels import grouped_gemm_wgmma as wgmma_kernel  # noqa: E402
+from nvfp4lab.kernels import prefill_gemm as prefill_kernel  # noqa: E402
 from nvfp4lab.kernels import quantize_activations as quant_kernel  # noqa: E402
 from nvfp4lab.kernels import split_k_reduce as reduce_kernel  # noqa: E402
 
@@ -143,6 +144,23 @@ def compile_decode_forward(n_tiles: int, dynamic: bool, shared: bool, split_k: b
                            prequantized: bool = False, keep_ptx: bool = False):
     return _compiler(keep_ptx)(decode_kernel.decode_forward, *_decode_args(), *[Int32(1)] * 6, make_fake_stream(),
                                n_tiles, dynamic, shared, split_k, guarded, prequantized)
+
+
+def _prefill_args(a_data=None, a_scales=None, words=None, scales=None, gs_a=None, gs_w=None, out=None):
+    return (
+        pointer(a_data, cutlass.Uint32, 16),
+        pointer(a_scales, cutlass.Uint32, 16),
+        pointer(words, cutlass.Uint32, 16),
+        pointer(scales, cutlass.Uint32, 8),
+        pointer(gs_a, cutlass.Float32, 4),
+        pointer(gs_w, cutlass.Float32, 4),
+        pointer(out, cutlass.BFloat16, 2),
+    )
+
+
+@functools.cache
+def compile_prefill_gemm(keep_ptx: bool = False):
+    return _compiler(keep_ptx)(prefill_kernel.prefill_gemm, *_prefill_args(), *[Int32(1)] * 5, make_fake_stream())
 
 
 @functools.cache
@@ -268,6 +286,49 @@ def grouped_gemm(mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out, *, to
     if splits > 1:
         compile_split_k_reduce()(*_reduce_args(partials, gs_a, gs_b, out), Int32(tokens * groups * n), Int32(groups),
                                  Int32(n), Int32(splits), stream)
+
+
+#: The forward's GEMM is the warp-specialized prefill kernel (``prefill_gemm``, 128 channels ×
+#: 256 tokens per CTA, one CTA per SM) when its grid fills at least this fraction of the SMs,
+#: else the grouped GEMM (split K over more, smaller CTAs). Measured on the H200 for the three
+#: benchmark shapes at T = 128..1024 (``bench/results/NVIDIA_H200_prefill_paths.md``): the
+#: prefill kernel wins from 128 CTAs on, ties at 96, loses at 64.
+PREFILL_MIN_WAVE = float(os.environ.get("NVFP4LAB_PREFILL_MIN_WAVE", 0.7))  # experiments may override it
+
+
+def prefill_supported(groups: int, k: int, n: int) -> bool:
+    """Whether the prefill kernel takes this shape (its tiles: K % 64 == 0, N % 128 == 0)."""
+    return groups > 0 and k % prefill_kernel.BK == 0 and n % prefill_kernel.CHANNELS == 0
+
+
+def prefill_selected(tokens: int, groups: int, k: int, n: int, sms: int) -> bool:
+    """Whether the forward of ``tokens`` tokens runs its GEMM on the prefill kernel: above the
+    mma.sync sizes (``SMALL_TOKENS``) and with at least ``PREFILL_MIN_WAVE · sms`` CTAs."""
+    if tokens <= SMALL_TOKENS or not prefill_supported(groups, k, n):
+        return False
+    ctas = (n // prefill_kernel.CHANNELS) * -(-tokens // prefill_kernel.TOKENS) * groups
+    return ctas >= PREFILL_MIN_WAVE * sms
+
+
+def prefill_gemm(a_data: torch.Tensor, a_scales: torch.Tensor, words: torch.Tensor, scales: torch.Tensor,
+                 gs_a: torch.Tensor, gs_w: torch.Tensor, out: torch.Tensor) -> None:
+    """``out (T, G, N)`` bf16 := the NVFP4 product of x, quantized by :func:`quantize_activations`
+    into ``a_data (G·Mp, K/2)`` / ``a_scales (G·Mp, K/16)`` uint8 with global scales ``gs_a``,
+    and the weights in the decode layout (``words``, ``scales``; global scales ``gs_w``)."""
+    tokens, groups, n = out.shape
+    rows, half_k = a_data.shape
+    k = 2 * half_k
+    if not prefill_supported(groups, k, n) or rows % groups or rows // groups < tokens:
+        raise ValueError(f"prefill_gemm: unsupported operands (T={tokens}, G={groups}, K={k}, N={n}, rows={rows})")
+    if not out.is_contiguous():
+        raise ValueError("prefill_gemm needs a contiguous out")
+    if tokens == 0:
+        return
+    compile_prefill_gemm()(
+        *_prefill_args(a_data.view(torch.int32), a_scales.view(torch.int32), words, scales.view(torch.int32), gs_a,
+                       gs_w, out),
+        Int32(tokens), Int32(groups), Int32(n), Int32(k), Int32(rows // groups), stream_of(out.device),
+    )
 
 
 def decode_forward(x: torch.Tensor, scale_source: torch.Tensor, words: torch.Tensor, scales: torch.Tensor,

@@ -56,6 +56,27 @@ def check_gemm(tokens: int, groups: int, k: int, n: int) -> None:
         assert error < 2e-3, (tokens, groups, k, n, error)
 
 
+def check_prefill() -> None:
+    """The warp-specialized prefill GEMM at any T (``launch.prefill_selected`` forced): K = 192
+    (an odd number of 64-K stages), N = 384 (three channel tiles), T across the 256-token tile."""
+    selected = launch.prefill_selected
+    launch.prefill_selected = lambda *args: True
+    w = torch.randn(2, 192, 384, device="cuda").to(torch.bfloat16)
+    layers = [Nvfp4GroupedLinear(2, 3, 64, 384, max_num_tokens=300, device="cuda", backend=backend)
+              for backend in ("cutedsl", "reference")]
+    for layer in layers:
+        layer.set_bf16_weight(w)
+        layer.finalize_weights()
+    try:
+        for tokens in (17, 256, 300):
+            o = torch.randn(tokens, 6, 64, device="cuda").to(torch.bfloat16)
+            got, want = layers[0](o).float(), layers[1](o).float()
+            error = ((got - want).norm() / want.norm()).item()
+            assert error < 2e-3, ("prefill", tokens, error)
+    finally:
+        launch.prefill_selected = selected
+
+
 def main() -> int:
     if not gpu_supported(torch.device("cuda")):
         print("selfcheck: needs a CUDA GPU with compute capability >= 9.0 and CuTeDSL (nvidia-cutlass-dsl)")
@@ -81,6 +102,7 @@ def main() -> int:
             error = ((got - want).norm() / want.norm()).item()
             assert error < 2e-3, (source, tokens, prequantize_from, error)
     launch.PREQUANTIZE_FROM = default_from
+    check_prefill()
     torch.cuda.synchronize()
     print("selfcheck: all kernel paths match the reference")
     return 0

@@ -1,0 +1,93 @@
+"""The warp-specialized prefill GEMM (``kernels.prefill_gemm``) on the GPU (skipped without
+one): exact decode of every weight scale byte and code, the layer against the reference at
+token counts around its 256-token tiles, determinism, and CUDA-graph replay with new inputs."""
+
+import pytest
+import torch
+
+from nvfp4lab import quantize_nvfp4
+from nvfp4lab.formats import e2m1_float_from_code, e4m3_float_from_byte, pack_e2m1, unpack_e2m1
+from nvfp4lab.kernels import launch
+from nvfp4lab.kernels.decode_layout import pack_decode_weights
+from nvfp4lab.layouts import ROW_TILE, round_up
+
+from test_decode_gpu import MODES, layers_for
+from test_kernels_gpu import CUDA, SHAPES, activations, assert_within_summation_order, capture_graph
+
+
+def test_every_scale_byte_and_code_decodes_exactly_in_the_prefill_kernel():
+    """256 tokens, token t is the one-hot vector of column t: each output is one product
+    ``w[n, t] · a_t · gs``, no summation, so it must equal its fp32 value rounded once."""
+    finite = [b for b in range(256) if b & 0x7F != 0x7F]
+    scales = torch.tensor(finite + [0x01, 0x80], dtype=torch.uint8).view(1, 16, 16)  # 16 rows × 16 blocks, K=256
+    scales = scales.repeat(1, 8, 1)  # 128 rows: one CTA tile of channels
+    codes = torch.arange(16, dtype=torch.uint8).repeat(1, 128, 16)
+    codes[0, 16:] = torch.randint(0, 16, (112, 256), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    data = pack_e2m1(codes).view(torch.uint8)
+    words, scale_bytes = pack_decode_weights(data.to(CUDA), scales.view(torch.float8_e4m3fn).to(CUDA))
+    w_true = e2m1_float_from_code(unpack_e2m1(data)) * e4m3_float_from_byte(scales).repeat_interleave(16, -1)
+    tokens, k = 256, 256
+    x = torch.zeros(tokens, 1, k, dtype=torch.bfloat16)
+    x[torch.arange(tokens), 0, torch.arange(tokens)] = torch.linspace(0.5, 3.0, tokens).to(torch.bfloat16)
+    gs_a = torch.full((1,), 1.0 / 2688, device=CUDA)
+    gs_w = torch.full((1,), 0.75, device=CUDA)
+    a_data = torch.empty(round_up(tokens, ROW_TILE), k // 2, dtype=torch.uint8, device=CUDA)
+    a_scales = torch.empty(round_up(tokens, ROW_TILE), k // 16, dtype=torch.uint8, device=CUDA)
+    used = torch.empty(1, device=CUDA)
+    launch.quantize_activations(x.to(CUDA), gs_a, a_data, a_scales, used, dynamic=False, shared=False)
+    z = torch.empty(tokens, 1, 128, dtype=torch.bfloat16, device=CUDA)
+    launch.prefill_gemm(a_data, a_scales, words, scale_bytes, used, gs_w, z)
+    q = quantize_nvfp4(x, gs_a.cpu())
+    a_value = (e2m1_float_from_code(unpack_e2m1(q.data)) * q.scales.float().repeat_interleave(16, -1)).sum(-1)  # (T, 1)
+    expected = (w_true[0].T * a_value) * (gs_a.cpu() * gs_w.cpu())  # (T, 128) fp32, as the kernel
+    expected = expected + 0.0  # an accumulator that starts at +0 turns a -0 product into +0
+    assert torch.equal(z.cpu()[:, 0].view(torch.int16), expected.to(torch.bfloat16).view(torch.int16))
+
+
+@pytest.mark.parametrize("groups, k, n", SHAPES)
+@pytest.mark.parametrize("activation_scale, source", MODES)
+def test_prefill_forward_matches_the_reference_layer(groups, k, n, activation_scale, source, monkeypatch):
+    """Token counts below, at and across the 256-token tile and the 128-row padding."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    monkeypatch.setattr(launch, "prefill_selected", lambda *args: True)
+    layers = layers_for(groups, k, n, activation_scale, source, max_tokens=1100)
+    for tokens in (17, 129, 256, 300, 1100):
+        assert launch.prefill_supported(groups, k, n)
+        o = activations(tokens, groups, k, seed=tokens).view(tokens, groups * k // 512, 512)
+        z = layers["cutedsl"](o).clone()
+        ref = layers["reference"](o).clone()
+        assert_within_summation_order(z, ref)
+        again = layers["cutedsl"](o)
+        assert torch.equal(z.view(torch.int16), again.view(torch.int16)), "not deterministic"
+
+
+def test_prefill_forward_at_8192_tokens_matches_the_reference_layer():
+    torch.backends.cuda.matmul.allow_tf32 = False
+    groups, k, n, tokens = 8, 4096, 1024, 8192
+    assert launch.prefill_selected(tokens, groups, k, n, launch.multiprocessors(0))
+    layers = layers_for(groups, k, n, "per_group", "static", max_tokens=tokens)
+    o = activations(tokens, groups, k, seed=3).view(tokens, groups * k // 512, 512)
+    assert_within_summation_order(layers["cutedsl"](o).clone(), layers["reference"](o).clone())
+
+
+def test_prefill_forward_replays_in_a_cuda_graph_with_new_inputs(monkeypatch):
+    monkeypatch.setattr(launch, "prefill_selected", lambda *args: True)
+    groups, k, n, tokens = 8, 4096, 1024, 300
+    layers = layers_for(groups, k, n, "per_group", "dynamic", max_tokens=tokens)
+    layer = layers["cutedsl"]
+    static_o = activations(tokens, groups, k, seed=1).view(tokens, groups * 8, 512).clone()
+    graph, static_z = capture_graph(lambda: layer(static_o))
+    for seed in range(3):
+        static_o.copy_(activations(tokens, groups, k, seed=70 + seed).view(tokens, groups * 8, 512))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert_within_summation_order(static_z, layers["reference"](static_o).clone())
+
+
+def test_prefill_gemm_rejects_unsupported_shapes():
+    a = torch.zeros(128, 32, dtype=torch.uint8, device=CUDA)
+    s = torch.zeros(128, 4, dtype=torch.uint8, device=CUDA)
+    one = torch.ones(1, device=CUDA)
+    words = torch.zeros(1, dtype=torch.int32, device=CUDA)
+    with pytest.raises(ValueError, match="N=64"):
+        launch.prefill_gemm(a, s, words, words, one, one, torch.empty(8, 1, 64, dtype=torch.bfloat16, device=CUDA))
