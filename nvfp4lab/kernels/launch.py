@@ -288,12 +288,12 @@ def grouped_gemm(mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out, *, to
                                  Int32(n), Int32(splits), stream)
 
 
-#: The forward's GEMM is the warp-specialized prefill kernel (``prefill_gemm``, 128 channels ×
-#: 256 tokens per CTA, one CTA per SM) when its grid fills at least this fraction of the SMs,
-#: else the grouped GEMM (split K over more, smaller CTAs). Measured on the H200 for the three
-#: benchmark shapes at T = 128..1024 (``bench/results/NVIDIA_H200_prefill_paths.md``): the
-#: prefill kernel wins from 128 CTAs on, ties at 96, loses at 64.
-PREFILL_MIN_WAVE = float(os.environ.get("NVFP4LAB_PREFILL_MIN_WAVE", 0.7))  # experiments may override it
+#: The forward's GEMM is the warp-specialized prefill kernel (``prefill_gemm``, 256 channels ×
+#: 128 tokens per CTA, one CTA per SM) when its grid has at least this fraction of the SMs in
+#: CTAs, else the grouped GEMM (split K over more, smaller CTAs). Measured on the H200 for the
+#: three benchmark shapes at T = 128..8192 (``bench/results/NVIDIA_H200_prefill_paths.md``):
+#: the prefill kernel wins from 64 CTAs on and loses at 32 and 48.
+PREFILL_MIN_WAVE = float(os.environ.get("NVFP4LAB_PREFILL_MIN_WAVE", 0.45))  # experiments may override it
 
 
 def prefill_supported(groups: int, k: int, n: int) -> bool:

@@ -49,8 +49,10 @@ from nvfp4lab.kernels.decode_gemm import decode_fragment, scale_multiplier
 from nvfp4lab.kernels.decode_layout import K_CHUNK
 from nvfp4lab.kernels.grouped_gemm import ALPHA_POST, SCALE_PRE, async_copy_atom, copy_chunk
 
-CHANNELS = 128  # output channels per CTA (two consumer warpgroups of 64)
-TOKENS = 256  # tokens per CTA (the wgmma N)
+M_BLOCKS = 2  # 128-channel blocks per CTA (1: 128 × 256 tiles, 10 % slower on the H200: its x decode is twice the work)
+CHANNELS = 128 * M_BLOCKS  # output channels per CTA (two consumer warpgroups of 64 per block)
+TOKENS = 256 // M_BLOCKS  # tokens per CTA (the wgmma N)
+BANDS = TOKENS // 128  # 128-row scale-tile bands per x stage
 BK = K_CHUNK  # K per stage: 64
 PRODUCER_THREADS = 128  # one producer warpgroup (two do not fit: ptxas then caps every thread at 128 registers)
 THREADS = PRODUCER_THREADS + 256
@@ -66,7 +68,7 @@ WORDS_PER_ROW = BK // 8  # packed x words per row and stage
 CHUNKS_PER_ROW = BK // 32  # 16-byte chunks per row and stage
 RAW_WORDS = TOKENS * WORDS_PER_ROW  # packed x words per raw stage
 SCALE_TILE_WORDS = 128  # one 128-row × 4-block swizzled scale tile
-RAW_SCALE_WORDS = 2 * SCALE_TILE_WORDS  # a stage's two scale tiles (rows 0..127, 128..255)
+RAW_SCALE_WORDS = BANDS * SCALE_TILE_WORDS  # a stage's scale tiles (one per 128 rows)
 PRODUCER_BARRIER = 1  # named barrier id of the producer warpgroup
 
 
@@ -85,7 +87,7 @@ def copy_x_stage(atom, ptid: Int32, k_tile: Int32, slot: Int32, a_data: cute.Ten
             q = chunk % CHUNKS_PER_ROW
             copy_chunk(atom, a_data, (row0 + row) * k_words + k_tile * WORDS_PER_ROW + q * 4,
                        raw, slot * RAW_WORDS + chunk * 4)
-    if ptid < 2 * SCALE_TILE_WORDS // 4:
+    if ptid < BANDS * SCALE_TILE_WORDS // 4:
         band = ptid // (SCALE_TILE_WORDS // 4)
         if band * 128 < live:
             lane = ptid % (SCALE_TILE_WORDS // 4)
@@ -215,61 +217,83 @@ def prefill_gemm_kernel(
     else:
         cute.arch.setmaxregister_increase(CONSUMER_REGISTERS)
         ctid = tidx - PRODUCER_THREADS
-        warp = ctid // 32  # 0..7: m-tile of 16 channels within the CTA's 128
+        warp = ctid // 32  # 0..7: m-tile of 16 channels within each 128-channel block
         lane = ctid % 32
         m_tiles_total = n_out // 16
-        tile_base = (g * m_tiles_total + n_tile * (CHANNELS // 16) + warp) * k_tiles
+        tile_bases = [(g * m_tiles_total + n_tile * (CHANNELS // 16) + j * 8 + warp) * k_tiles for j in range(M_BLOCKS)]
 
         thr_mma = tiled_mma.get_slice(ctid)
         tCrB = tiled_mma.make_fragment_B(thr_mma.partition_B(sx))
-        coords = thr_mma.partition_C(cute.make_identity_tensor((CHANNELS, TOKENS)))
-        acc = cute.make_rmem_tensor(tiled_mma.partition_shape_C((CHANNELS, TOKENS)), Float32)
-        acc.fill(0.0)
+        coords = thr_mma.partition_C(cute.make_identity_tensor((128, TOKENS)))
+        accumulators = [cute.make_rmem_tensor(tiled_mma.partition_shape_C((128, TOKENS)), Float32)
+                        for _ in range(M_BLOCKS)]
+        for acc in accumulators:
+            acc.fill(0.0)
         tiled_mma.set(warpgroup.Field.ACCUMULATE, True)
-        a_shape = thr_mma.partition_shape_A((CHANNELS, BK))
-        fragments = (tiled_mma.make_fragment_A(a_shape), tiled_mma.make_fragment_A(a_shape))
-        fragment_words = (cute.recast_tensor(fragments[0], Uint32), cute.recast_tensor(fragments[1], Uint32))
+        a_shape = thr_mma.partition_shape_A((128, BK))
+        fragments = [tiled_mma.make_fragment_A(a_shape) for _ in range(2)]
+        fragment_words = [cute.recast_tensor(f, Uint32) for f in fragments]
         k_blocks = cute.size(fragments[0], mode=[2])
 
-        ring_w = cute.make_rmem_tensor((W_RING * 4,), Uint32)
-        ring_s = cute.make_rmem_tensor((W_RING * 2,), Uint32)
+        # register ring of packed weights: chunk c of m-block j in slot (c % 2, j)
+        ring_w = cute.make_rmem_tensor((W_RING * M_BLOCKS * 4,), Uint32)
+        ring_s = cute.make_rmem_tensor((W_RING * M_BLOCKS * 2,), Uint32)
         for s in cutlass.range_constexpr(W_RING):
-            load_weight_chunk(words, scales, ring_w, ring_s, s, Int32(s), k_tiles, tile_base, lane)
+            for j in cutlass.range_constexpr(M_BLOCKS):
+                load_weight_chunk(words, scales, ring_w, ring_s, s * M_BLOCKS + j, Int32(s), k_tiles, tile_bases[j],
+                                  lane)
         decode_weight_chunk(ring_w, ring_s, 0, fragment_words[0])
-        load_weight_chunk(words, scales, ring_w, ring_s, 0, Int32(W_RING), k_tiles, tile_base, lane)
+        if cutlass.const_expr(M_BLOCKS == 1):
+            load_weight_chunk(words, scales, ring_w, ring_s, 0, Int32(W_RING), k_tiles, tile_bases[0], lane)
 
+        # Groups of MMAs, in order (k-tile, m-block); group n reads fragment buffer n % 2. After
+        # issuing group n: wait for group n - 1, then decode group n + 1 into its buffer.
         read_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, X_STAGES)
         release_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, X_STAGES)
         for pair in range((k_tiles + 1) // 2):
-            for half in cutlass.range_constexpr(2):  # unrolled: fragment and ring slot are static
+            for half in cutlass.range_constexpr(2):  # unrolled: fragment buffers and ring slots are static
                 k_tile = pair * 2 + half
                 if k_tile < k_tiles:
-                    x_pipeline.consumer_wait(read_state)
-                    warpgroup.fence()
-                    for k_block in cutlass.range_constexpr(k_blocks):
-                        cute.gemm(tiled_mma, acc, fragments[half][None, None, k_block],
-                                  tCrB[None, None, k_block, read_state.index], acc)
-                    warpgroup.commit_group()
-                    read_state.advance()
-                    warpgroup.wait_group(1)  # the MMAs of k_tile - 1 are done: its stage and fragment are free
-                    if k_tile > 0:
-                        x_pipeline.consumer_release(release_state)
-                        release_state.advance()
-                    if k_tile + 1 < k_tiles:
-                        decode_weight_chunk(ring_w, ring_s, 1 - half, fragment_words[1 - half])
-                        load_weight_chunk(words, scales, ring_w, ring_s, 1 - half, k_tile + 1 + W_RING, k_tiles,
-                                          tile_base, lane)
+                    for j in cutlass.range_constexpr(M_BLOCKS):
+                        buffer = (half * M_BLOCKS + j) % 2
+                        if cutlass.const_expr(j == 0):
+                            x_pipeline.consumer_wait(read_state)
+                        warpgroup.fence()
+                        for k_block in cutlass.range_constexpr(k_blocks):
+                            cute.gemm(tiled_mma, accumulators[j], fragments[buffer][None, None, k_block],
+                                      tCrB[None, None, k_block, read_state.index], accumulators[j])
+                        warpgroup.commit_group()
+                        if cutlass.const_expr(j == M_BLOCKS - 1):
+                            read_state.advance()
+                        warpgroup.wait_group(1)  # group n - 1 is done: its fragment buffer is free
+                        if cutlass.const_expr(j == 0):
+                            if k_tile > 0:  # ... and it was the last group of k_tile - 1: free its x stage
+                                x_pipeline.consumer_release(release_state)
+                                release_state.advance()
+                        # decode group n + 1: (k_tile, j + 1), or (k_tile + 1, 0)
+                        if cutlass.const_expr(j + 1 < M_BLOCKS):
+                            decode_weight_chunk(ring_w, ring_s, half * M_BLOCKS + j + 1, fragment_words[1 - buffer])
+                            if cutlass.const_expr(j + 1 == M_BLOCKS - 1):  # chunk k_tile fully decoded: refill
+                                for jj in cutlass.range_constexpr(M_BLOCKS):
+                                    load_weight_chunk(words, scales, ring_w, ring_s, half * M_BLOCKS + jj,
+                                                      k_tile + W_RING, k_tiles, tile_bases[jj], lane)
+                        elif k_tile + 1 < k_tiles:
+                            decode_weight_chunk(ring_w, ring_s, (1 - half) * M_BLOCKS, fragment_words[1 - buffer])
+                            if cutlass.const_expr(M_BLOCKS == 1):
+                                load_weight_chunk(words, scales, ring_w, ring_s, 1 - half, k_tile + 1 + W_RING,
+                                                  k_tiles, tile_bases[0], lane)
         warpgroup.wait_group(0)
         x_pipeline.consumer_release(release_state)
 
         alpha = (gs_a[g] * gs_w[g]) * Float32(ALPHA_POST)
         row_stride = groups * n_out
-        base = g * n_out + n_tile * CHANNELS
         t0 = t_tile * TOKENS
-        for i in cutlass.range(cute.size(acc), unroll_full=True):
-            channel, t = coords[i]
-            if t < live:
-                out[(t0 + t) * row_stride + base + channel] = (acc[i] * alpha).to(BFloat16)
+        for j in cutlass.range_constexpr(M_BLOCKS):
+            base = g * n_out + n_tile * CHANNELS + j * 128
+            for i in cutlass.range(cute.size(accumulators[j]), unroll_full=True):
+                channel, t = coords[i]
+                if t < live:
+                    out[(t0 + t) * row_stride + base + channel] = (accumulators[j][i] * alpha).to(BFloat16)
 
 
 @cute.jit
@@ -302,7 +326,7 @@ def prefill_gemm(
         BFloat16, BFloat16, OperandMajorMode.K, OperandMajorMode.K, Float32, (2, 1, 1), (64, TOKENS),
         a_source=warpgroup.OperandSource.RMEM,
     )
-    sx_layout = sm90_utils.make_smem_layout_b(LayoutEnum.ROW_MAJOR, (CHANNELS, TOKENS, BK), BFloat16, X_STAGES)
+    sx_layout = sm90_utils.make_smem_layout_b(LayoutEnum.ROW_MAJOR, (128, TOKENS, BK), BFloat16, X_STAGES)
     smem_bytes = (cute.cosize(sx_layout) * 2 + RAW_STAGES * (RAW_WORDS + RAW_SCALE_WORDS) * 4
                   + 2 * X_STAGES * 8 + 2048)
     prefill_gemm_kernel(a_data, a_scales, words, scales, gs_a, gs_w, out, tokens, groups, n_out, k, rows_per_group,

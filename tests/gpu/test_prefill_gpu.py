@@ -8,6 +8,7 @@ import torch
 from nvfp4lab import quantize_nvfp4
 from nvfp4lab.formats import e2m1_float_from_code, e4m3_float_from_byte, pack_e2m1, unpack_e2m1
 from nvfp4lab.kernels import launch
+from nvfp4lab.kernels import prefill_gemm as prefill_kernel
 from nvfp4lab.kernels.decode_layout import pack_decode_weights
 from nvfp4lab.layouts import ROW_TILE, round_up
 
@@ -16,13 +17,14 @@ from test_kernels_gpu import CUDA, SHAPES, activations, assert_within_summation_
 
 
 def test_every_scale_byte_and_code_decodes_exactly_in_the_prefill_kernel():
-    """256 tokens, token t is the one-hot vector of column t: each output is one product
+    """256 tokens (one or two token tiles), token t is the one-hot vector of column t: each output is one product
     ``w[n, t] · a_t · gs``, no summation, so it must equal its fp32 value rounded once."""
     finite = [b for b in range(256) if b & 0x7F != 0x7F]
     scales = torch.tensor(finite + [0x01, 0x80], dtype=torch.uint8).view(1, 16, 16)  # 16 rows × 16 blocks, K=256
-    scales = scales.repeat(1, 8, 1)  # 128 rows: one CTA tile of channels
-    codes = torch.arange(16, dtype=torch.uint8).repeat(1, 128, 16)
-    codes[0, 16:] = torch.randint(0, 16, (112, 256), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    n = prefill_kernel.CHANNELS  # one CTA tile of channels
+    scales = scales.repeat(1, n // 16, 1)
+    codes = torch.arange(16, dtype=torch.uint8).repeat(1, n, 16)
+    codes[0, 16:] = torch.randint(0, 16, (n - 16, 256), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     data = pack_e2m1(codes).view(torch.uint8)
     words, scale_bytes = pack_decode_weights(data.to(CUDA), scales.view(torch.float8_e4m3fn).to(CUDA))
     w_true = e2m1_float_from_code(unpack_e2m1(data)) * e4m3_float_from_byte(scales).repeat_interleave(16, -1)
@@ -35,11 +37,11 @@ def test_every_scale_byte_and_code_decodes_exactly_in_the_prefill_kernel():
     a_scales = torch.empty(round_up(tokens, ROW_TILE), k // 16, dtype=torch.uint8, device=CUDA)
     used = torch.empty(1, device=CUDA)
     launch.quantize_activations(x.to(CUDA), gs_a, a_data, a_scales, used, dynamic=False, shared=False)
-    z = torch.empty(tokens, 1, 128, dtype=torch.bfloat16, device=CUDA)
+    z = torch.empty(tokens, 1, n, dtype=torch.bfloat16, device=CUDA)
     launch.prefill_gemm(a_data, a_scales, words, scale_bytes, used, gs_w, z)
     q = quantize_nvfp4(x, gs_a.cpu())
     a_value = (e2m1_float_from_code(unpack_e2m1(q.data)) * q.scales.float().repeat_interleave(16, -1)).sum(-1)  # (T, 1)
-    expected = (w_true[0].T * a_value) * (gs_a.cpu() * gs_w.cpu())  # (T, 128) fp32, as the kernel
+    expected = (w_true[0].T * a_value) * (gs_a.cpu() * gs_w.cpu())  # (T, N) fp32, as the kernel
     expected = expected + 0.0  # an accumulator that starts at +0 turns a -0 product into +0
     assert torch.equal(z.cpu()[:, 0].view(torch.int16), expected.to(torch.bfloat16).view(torch.int16))
 
