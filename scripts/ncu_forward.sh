@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The ncu evidence behind docs/kernels.md: for each shape "G K N" and token count, the
-# forward's kernels (decode kernel for T <= 16; quantizer and grouped GEMM above) with the
+# forward's kernels (decode kernel for T <= 16; quantizer and grouped GEMM or prefill GEMM above) with the
 # metrics the targets table cites. Usage: scripts/ncu_forward.sh OUT_FILE [T ...]
 # (run from the repository root on the GPU machine, CuTeDSL on the path).
 set -u
@@ -16,14 +16,14 @@ done
 for shape in "8 4096 1024" "8 8192 1536"; do
   for t in $tokens; do
     echo "== ($shape) T=$t" >> "$out"
-    timeout 120 ncu -k regex:"quantize|grouped_gemm|decode_forward|split_k" -c 3 --metrics "$metrics" \
+    timeout 120 ncu -k regex:"quantize|grouped_gemm|decode_forward|split_k|prefill" -c 3 --metrics "$metrics" \
       python scripts/profile_decode.py $shape "$t" 2>&1 | grep -v "^==PROF==" \
       | grep -E "^  [a-z_]+kernel|dram__|gpu__|sm__|smsp__" | sed -E 's/^  (kernel_cutlass_[a-z_]+kernel)[^ ]*/  \1/' >> "$out"
   done
 done
-# the large-T GEMM's and the quantizer's sections (pipes, shared memory, occupancy, stalls),
+# the large-T GEMM's (the prefill kernel) and the quantizer's sections (pipes, shared memory, occupancy, stalls),
 # whole, into OUT_FILE.sections
-timeout 240 ncu -k regex:"grouped_gemm_wgmma|quantize" -c 2 --section SpeedOfLight --section ComputeWorkloadAnalysis \
+timeout 240 ncu -k regex:"prefill|quantize" -c 2 --section SpeedOfLight --section ComputeWorkloadAnalysis \
   --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats \
   --section SchedulerStats --section InstructionStats \
   python scripts/profile_decode.py 8 4096 1024 8192 2>&1 | grep -v "^==PROF==" > "$out.sections"

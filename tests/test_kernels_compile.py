@@ -12,6 +12,7 @@ from nvfp4lab import kernels  # noqa: E402  (first: it points CuTeDSL's dump fol
 
 pytest.importorskip("cutlass.cute")
 from nvfp4lab.kernels import launch  # noqa: E402
+from nvfp4lab.kernels import prefill_gemm as prefill_kernel  # noqa: E402
 from nvfp4lab.kernels import quantize_activations as quant_kernel  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -130,8 +131,9 @@ def test_decode_forward_streams_weights_to_registers_and_decodes_in_few_integer_
     assert ops["ld.global.v2.b32"] == weight_loads + prequantized and ops["ld.global.b8"] == prequantized
     decode_mults = ops["mul.rn.bf16x2"] - 2 * 4  # minus the prologue's 8 (two words per block)
     assert decode_mults == 4 * words
-    assert ops["mad.lo.u32"] == 2 * words and ops["prmt.b32"] >= 2 * words  # scale multipliers: prmt + one IMAD
+    assert ops["mad.lo.u32"] == words and ops["prmt.b32"] >= words  # both rows' scale multipliers: prmt + one IMAD
     assert ops["ld.shared.b32"] == 2 * n_tiles * 4 * 4 + split_k  # B fragments (+ the last-CTA flag): no weights
+    assert ops["and.b64"] == 0, "pointers rounded at run time (Pointer.align) instead of assumed aligned"
     assert ops["bar.sync"] == (3 if split_k else 1)  # one barrier before the main loop, none inside it
     assert ops["atom.global.acq_rel.add.u32"] == int(split_k) and ops["fence.acq_rel.gpu;"] == 2 * split_k
     # the quantizer's rounding in the fused prologue; none when the quantizer kernel ran before
@@ -164,24 +166,32 @@ def test_prefill_gemm_is_warp_specialized_with_register_weights_and_mbarriers():
     compiled = launch.compile_prefill_gemm(keep_ptx=True)
     ops = instructions(compiled)
     with_text = collections.Counter(ptx_lines(compiled))
-    # RS-form wgmma: 64 channels × 256 tokens × k16, the A operand a brace list of 4 registers
-    # (not a descriptor), 4 k16 steps × 2 unrolled k-tiles (the fragment double buffer)
-    rs_form = [line for line in with_text if line.startswith("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16")]
-    assert ops["wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16"] == 8
-    assert all("}, {%r" in line for line in rs_form), "the weights must come from registers"
+    tile = f"m64n{prefill_kernel.TOKENS}k16"
+    blocks = prefill_kernel.M_BLOCKS
+    # RS-form wgmma: 64 channels × the CTA's tokens × k16, the A operand a brace list of 4
+    # registers (not a descriptor): 4 k16 steps × M_BLOCKS groups × 2 unrolled k-tiles
+    rs_form = [line for line in with_text if line.startswith(f"wgmma.mma_async.sync.aligned.{tile}.f32.bf16.bf16")]
+    assert ops[f"wgmma.mma_async.sync.aligned.{tile}.f32.bf16.bf16"] == 4 * blocks * 2
+    assert rs_form and all("}, {%r" in line for line in rs_form), "the weights must come from registers"
     # register reallocation between the producer and the consumers, within the 384 × 168 pool
     assert with_text["setmaxnreg.dec.sync.aligned.u32 56;"] == 1 and with_text["setmaxnreg.inc.sync.aligned.u32 224;"] == 1
     # mbarriers instead of CTA-wide barriers in the main loop: bar.sync only for the pipeline's
     # init and the producer warpgroup's named barrier
-    assert ops["mbarrier.init.shared.b64"] == 6 and ops["mbarrier.try_wait.parity.shared.b64"] >= 2
+    assert ops["mbarrier.init.shared.b64"] == 2 * prefill_kernel.X_STAGES and ops["mbarrier.try_wait.parity.shared.b64"] >= 2
     assert ops["bar.sync"] == 2 and ops["fence.proxy.async.shared::cta;"] == 1
-    # the producer decodes 4 chunks of 4 words per k-tile (4 mul.rn.bf16x2 each), the consumers
-    # 4 k16 steps of 4 registers at 3 sites (before the loop and in each unrolled k-tile)
-    assert ops["mul.rn.bf16x2"] == 4 * 4 * 4 + 3 * 4 * 4
-    assert ops["mad.lo.u32"] == 3 * 4 * 2  # each consumer scale multiplier is one integer multiply-add
-    # weights: one 16-byte + one 8-byte load per lane and chunk, 5 sites; x: cp.async only
-    assert ops["ld.global.v4.b32"] == 5 and ops["ld.global.v2.b32"] == 5 and ops["cp.async.cg.shared.global"] == 20
-    assert ops["st.shared.v4.b32"] == 16  # decoded x: 4 chunks × 64 bytes per thread and k-tile
+    # the producer decodes its chunks (4 words, 4 mul.rn.bf16x2 each) once per k-tile; the
+    # consumers decode 4 k16 steps of 4 registers at 1 + 2·2 sites (before the loop, then after
+    # each group of the two unrolled k-tiles)
+    x_chunks = prefill_kernel.TOKENS * prefill_kernel.CHUNKS_PER_ROW // prefill_kernel.PRODUCER_THREADS
+    w_sites = 1 + 2 * 2
+    assert ops["mul.rn.bf16x2"] == x_chunks * 4 * 4 + w_sites * 4 * 4
+    assert ops["mad.lo.u32"] == w_sites * 4  # one per k16 step: rows r and r+8 together
+    # weights: one 16-byte + one 8-byte load per lane, chunk and block (ring of 2, refilled in
+    # each unrolled k-tile), no run-time pointer rounding; x: cp.async only
+    assert ops["ld.global.v4.b32"] == ops["ld.global.v2.b32"] == 2 * blocks + 2 * blocks
+    assert ops["and.b64"] == 0, "pointers rounded at run time (Pointer.align) instead of assumed aligned"
+    assert ops["cp.async.cg.shared.global"] == (prefill_kernel.RAW_STAGES - 1 + 1) * (x_chunks + 1)
+    assert ops["st.shared.v4.b32"] == x_chunks * 4  # decoded x: 64 bytes per chunk
     assert not any(op.startswith(("fma.rn.ftz", "mul.ftz", "div.approx", "div.full")) for op in ops)
 
 

@@ -37,6 +37,7 @@ from cutlass import BFloat16, Float32, Int32, Uint32
 from cutlass._mlir.dialects import llvm
 from cutlass.cutlass_dsl import T, dsl_user_op
 
+from nvfp4lab.kernels._memory import vector_at
 from nvfp4lab.kernels._ptx import bf16x2_splat_from_f32, decode_word_bf16x2, div_rn, f32_from_e4m3_byte
 from nvfp4lab.kernels.decode_layout import K_CHUNK, SCALE_BIAS, SCALE_MULTIPLIER, TERMS
 from nvfp4lab.kernels.grouped_gemm import ALPHA_POST, SCALE_PRE
@@ -54,8 +55,10 @@ CTAS_PER_SM = int(os.environ.get("NVFP4LAB_DECODE_MINCTAS", 2))  # 2: registers 
 
 def _decode_text() -> str:
     """PTX for one word: four registers from :data:`TERMS`, each times its row's multiplier
-    (operands: $0..$3 out, $4 word, $5 multiplier of row r, $6 of row r+8)."""
-    lines = ["{", ".reg .b32 t, r;"]
+    (operands: $0..$3 out, $4 word, $5 the multipliers of rows r (low half) and r+8 (high
+    half); each multiply takes its half as a splat, which ptxas folds into the operand)."""
+    lines = ["{", ".reg .b32 t, r, m0, m1;", ".reg .b16 lo, hi;", "mov.b32 {lo, hi}, $5;", "mov.b32 m0, {lo, lo};",
+             "mov.b32 m1, {hi, hi};"]
     for register, terms in enumerate(TERMS):
         for i, (shift, mask) in enumerate(terms):
             source = "$4"
@@ -70,7 +73,7 @@ def _decode_text() -> str:
             else:
                 lines.append(f"and.b32 t, {source}, {mask:#010x};")
                 lines.append("or.b32 r, r, t;")
-        lines.append(f"mul.rn.bf16x2 ${register}, r, ${5 + register % 2};")  # registers 1, 3: row r+8
+        lines.append(f"mul.rn.bf16x2 ${register}, r, m{register % 2};")  # registers 1, 3: row r+8
     lines.append("}")
     return "\n".join(lines)
 
@@ -79,24 +82,28 @@ _DECODE = _decode_text()
 
 
 @dsl_user_op
-def decode_fragment(word, multiplier_lo, multiplier_hi, *, loc=None, ip=None):
-    """The four A-fragment registers (bf16 pairs ``e2m1·s·2^-9``) of one decode-layout word."""
+def decode_fragment(word, multipliers, *, loc=None, ip=None):
+    """The four A-fragment registers (bf16 pairs ``e2m1·s·2^-9``) of one decode-layout word;
+    ``multipliers`` from :func:`scale_multipliers`."""
     result = llvm.inline_asm(
         llvm.StructType.get_literal([T.i32()] * 4),
-        [Uint32(word).ir_value(), Uint32(multiplier_lo).ir_value(), Uint32(multiplier_hi).ir_value()],
-        _DECODE, "=r,=r,=r,=r,r,r,r", has_side_effects=False, is_align_stack=False, asm_dialect=llvm.AsmDialect.AD_ATT,
+        [Uint32(word).ir_value(), Uint32(multipliers).ir_value()],
+        _DECODE, "=r,=r,=r,=r,r,r", has_side_effects=False, is_align_stack=False, asm_dialect=llvm.AsmDialect.AD_ATT,
     )
     return [Uint32(llvm.extractvalue(T.i32(), result, [i])) for i in range(4)]
 
 
 @dsl_user_op
-def scale_multiplier(word, byte: int, *, loc=None, ip=None) -> Uint32:
-    """bf16x2 splat of ``s·2^117`` from re-encoded scale byte ``byte`` of ``word``: one
-    ``prmt`` isolating the byte, one multiply-add (see :mod:`decode_layout`)."""
+def scale_multipliers(word, byte: int, *, loc=None, ip=None) -> Uint32:
+    """The bf16 multipliers ``s·2^117`` of re-encoded scale bytes ``byte`` (row r) and
+    ``byte + 1`` (row r+8) of ``word``, in the low and high half: one ``prmt`` placing the
+    bytes at bits 0 and 16, one multiply-add (``q << 4`` plus the exponent bias in each half,
+    no carry between them: ``q·16 <= 0x8F0``; see :mod:`decode_layout`)."""
+    selector = byte | 0x4 << 4 | (byte + 1) << 8 | 0x4 << 12
     text = (
         "{\n.reg .b32 z, q;\nmov.b32 z, 0;\n"
-        f"prmt.b32 q, $1, z, {0x4440 | byte:#x};\n"
-        f"mad.lo.u32 $0, q, {SCALE_MULTIPLIER:#x}, {SCALE_BIAS:#x};\n}}"
+        f"prmt.b32 q, $1, z, {selector:#x};\n"
+        f"mad.lo.u32 $0, q, {SCALE_MULTIPLIER & 0xFFFF:#x}, {SCALE_BIAS:#x};\n}}"
     )
     return Uint32(llvm.inline_asm(T.i32(), [Uint32(word).ir_value()], text, "=r,r", has_side_effects=False,
                                   is_align_stack=False, asm_dialect=llvm.AsmDialect.AD_ATT))
@@ -119,8 +126,8 @@ def mma_bf16(a, b, c, *, loc=None, ip=None):
 @cute.jit
 def load_tile_chunk(words: cute.Tensor, scales: cute.Tensor, ring_w: cute.Tensor, ring_s: cute.Tensor,
                     slot: cutlass.Constexpr, m: cutlass.Constexpr, base: Int32, lane: Int32):
-    code_words = cute.make_tensor((words.iterator + base * 128 + lane * 4).align(16), cute.make_layout(4)).load()
-    scale_words = cute.make_tensor((scales.iterator + base * 16 + (lane // 4) * 2).align(8), cute.make_layout(2)).load()
+    code_words = vector_at(words, base * 128 + lane * 4, 4).load()
+    scale_words = vector_at(scales, base * 16 + (lane // 4) * 2, 2).load()
     for j in cutlass.range_constexpr(4):
         ring_w[(slot * M_TILES_PER_WARP + m) * 4 + j] = code_words[j]
     for j in cutlass.range_constexpr(2):
@@ -156,9 +163,7 @@ def consume_chunk(act: cute.Tensor, ring_w: cute.Tensor, ring_s: cute.Tensor, ac
             b_frag[nt * 2 + 1] = act[row + quad + 4 - 4 * swap]
         for m in cutlass.range_constexpr(M_TILES_PER_WARP):
             slot = i * M_TILES_PER_WARP + m
-            scale_word = ring_s[slot * 2 + step // 2]
-            a = decode_fragment(ring_w[slot * 4 + step], scale_multiplier(scale_word, (2 * step) % 4),
-                                scale_multiplier(scale_word, (2 * step + 1) % 4))
+            a = decode_fragment(ring_w[slot * 4 + step], scale_multipliers(ring_s[slot * 2 + step // 2], (2 * step) % 4))
             for nt in cutlass.range_constexpr(n_tiles):
                 base = (m * n_tiles + nt) * 4
                 c = mma_bf16(a, (b_frag[nt * 2], b_frag[nt * 2 + 1]), (acc[base], acc[base + 1], acc[base + 2], acc[base + 3]))
@@ -192,15 +197,13 @@ def stage_slice(x: cute.Tensor, a_data: cute.Tensor, a_scales: cute.Tensor, act:
             word1 = Uint32(0)
             if cutlass.const_expr(prequantized):
                 block = k0 // 16 + kb
-                codes = cute.make_tensor((a_data.iterator + ((g * rows_per_group + t) * block_cols + block) * 2).align(8),
-                                         cute.make_layout(2)).load()
+                codes = vector_at(a_data, ((g * rows_per_group + t) * block_cols + block) * 2, 2).load()
                 word0 = codes[0]
                 word1 = codes[1]
                 scale_index = g * rows_per_group * col_tiles * 4 + swizzled_scale_offset(t, block, col_tiles)
                 scale_value = f32_from_e4m3_byte(Uint32(a_scales[scale_index]))
             else:
-                values = cute.make_tensor((x.iterator + (t * groups + g) * k + k0 + kb * 16).align(32),
-                                          cute.make_layout(16)).load().to(Float32)
+                values = vector_at(x, (t * groups + g) * k + k0 + kb * 16, 16).load().to(Float32)
                 _, scale_value, word0, word1 = quantize_block(values, gs, inverse_gs)
             scale_pair = bf16x2_splat_from_f32(scale_value * Float32(SCALE_PRE))
             low = decode_word_bf16x2(word0, scale_pair)
@@ -323,11 +326,10 @@ def decode_forward_kernel(
                 channel = channel0 + (item % quads) * 4
                 if channel < n_out:
                     index = (t * groups + g) * n_out + channel
-                    total = cute.make_tensor((partials.iterator + index).align(16), cute.make_layout(4)).load()
+                    total = vector_at(partials, index, 4).load()
                     for s in cutlass.range(1, splits, unroll=8):
-                        total = total + cute.make_tensor((partials.iterator + s * split_stride + index).align(16),
-                                                         cute.make_layout(4)).load()
-                    cute.make_tensor((out.iterator + index).align(8), cute.make_layout(4)).store(
+                        total = total + vector_at(partials, s * split_stride + index, 4).load()
+                    vector_at(out, index, 4).store(
                         (total * alpha).to(BFloat16))
             if tidx == 0:
                 counters[counter] = Int32(0)

@@ -16,9 +16,11 @@ A-fragment codes for the chunk's four k16 steps, and **8 scale bytes**:
 * scale byte ``2j + h`` of row pair ``r`` is the block scale of row ``r + 8h`` at step
   ``j``, **re-encoded** as ``q = E'·8 + m'`` with ``s = 2^(E'-9)·(1 + m'/8)``
   (:func:`reencode_scales`): every non-zero E4M3 magnitude, subnormals included, is
-  such a normal number with ``0 <= E' <= 17``. The kernel's bf16x2 multiplier is one
-  integer multiply-add, ``q · 0x00100010 + 0x75807580`` = ``(s·2^117, s·2^117)``: the
-  bf16 exponent field is ``E' + 235``, its mantissa ``m'``. One ``mul.rn.bf16x2`` then
+  such a normal number with ``0 <= E' <= 17``. The bf16 multiplier ``s·2^117`` is
+  ``q·16 + 0x7580`` (bf16 exponent field ``E' + 235``, mantissa ``m'``): the kernels get
+  rows r and r+8's multipliers, one per half, from one ``prmt`` (``q_r | q_{r+8} << 16``)
+  and one multiply-add by 16 plus ``0x75807580``, and each ``mul.rn.bf16x2`` takes its
+  half as a splat (``q · 0x00100010 + 0x75807580`` is that splat). One ``mul.rn.bf16x2`` then
   gives ``e2m1 · s · 2^-9`` exactly (at most 6 significant bits, within bf16's normal
   range), the value the other kernels produce.
 * A negative scale is folded into the codes (their sign bits flipped: ``e2m1(c)·s =

@@ -41,6 +41,7 @@ import cutlass
 import cutlass.cute as cute
 from cutlass import BFloat16, Float32, Int32, Uint8, Uint32
 
+from nvfp4lab.kernels._memory import vector_at
 from nvfp4lab.kernels._ptx import bf16x2_splat_from_f32, decode_word_bf16x2, f32_from_e4m3_byte
 
 
@@ -67,9 +68,10 @@ ALPHA_POST = 2.0**18  # and the epilogue undoes 2^-9 on each operand
 
 @cute.jit
 def copy_chunk(atom, src_words: cute.Tensor, src_offset: Int32, dst_words: cute.Tensor, dst_offset: Int32):
-    """cp.async 16 bytes: ``dst_words[dst_offset:+4] = src_words[src_offset:+4]``."""
-    src = cute.make_tensor((src_words.iterator + src_offset).align(16), cute.make_layout(4))
-    dst = cute.make_tensor((dst_words.iterator + dst_offset).align(16), cute.make_layout(4))
+    """cp.async 16 bytes: ``dst_words[dst_offset:+4] = src_words[src_offset:+4]`` (both offsets
+    multiples of 4 words, both tensors 16-byte aligned)."""
+    src = vector_at(src_words, src_offset, 4)
+    dst = vector_at(dst_words, dst_offset, 4)
     cute.copy(atom, src, dst)
 
 

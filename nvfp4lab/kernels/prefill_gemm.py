@@ -5,32 +5,33 @@ output (x) and the weights in the decode layout (:mod:`decode_layout`), computed
 ``zᵀ = W · xᵀ`` with Hopper ``wgmma`` in **RS form**: the weights are the MMA's A operand
 and come from registers, the tokens are its B operand and come from shared memory.
 
-* **Tile.** A CTA computes 128 output channels × 256 tokens of one group g over all of K
-  (``grid (N/128, ceil(T/256), G)``, 384 threads, one CTA per SM: 137 KB of shared memory).
+* **Tile.** A CTA computes 256 output channels × 128 tokens of one group g over all of K
+  (``grid (N/256, ceil(T/128), G)``, 384 threads, one CTA per SM).
 * **Warpgroup 0, the producer** (``PRODUCER_REGISTERS`` after ``setmaxnreg``): ``cp.async``
-  copies of the packed x rows and their swizzled scale tiles into a ``RAW_STAGES``-deep
+  copies of the packed x rows and their swizzled scale tile into a ``RAW_STAGES``-deep
   ring, then decodes each 64-K stage *once* into a 128-byte-swizzled bf16 tile of
   ``X_STAGES`` (``e2m1·s·2^-9``, exact: ``_ptx.decode_word_bf16x2``) and signals it on an
-  mbarrier. Every x element is decoded once per 128 output channels.
-* **Warpgroups 1–2, the consumers** (64 channels each, ``m64n256k16``, 128 fp32
-  accumulators per thread): each lane loads its A-fragment codes and re-encoded scales
-  for a 64-K chunk in one 16-byte and one 8-byte load (the decode layout was built for
-  exactly that) into a two-chunk register ring, decodes them straight into the wgmma
-  register operand (13 integer operations per 8 codes, one ``mul.rn.bf16x2`` per pair —
-  the decode kernel's ``decode_fragment``), and issues the MMAs on the x stage. One wgmma
-  group stays in flight while the next chunk is decoded; a stage is released (mbarrier)
-  once the MMAs that read it have completed.
+  mbarrier. Every x element is decoded once per 256 output channels.
+* **Warpgroups 1–2, the consumers** (``CONSUMER_REGISTERS``): each owns 64 channels of each
+  of the CTA's two 128-channel blocks (``m64n128k16``, 2 × 64 fp32 accumulators per
+  thread). Each lane loads its A-fragment codes and re-encoded scales for a 64-K chunk
+  and block in one 16-byte and one 8-byte load (the decode layout was built for exactly
+  that) into a two-chunk register ring, decodes them straight into the wgmma register
+  operand (13 integer operations per 8 codes, one ``mul.rn.bf16x2`` per pair — the decode
+  kernel's ``decode_fragment``), and issues the MMAs on the x stage: one group of MMAs
+  per (k-tile, block), two fragment buffers, and while group n runs the fragment of group
+  n + 1 is decoded. A stage is released (mbarrier) once the MMAs that read it completed.
 * **No CTA-wide barrier in the main loop**: full/empty mbarriers between the producer and
   the consumers (``cutlass.pipeline.PipelineAsync``), one 128-thread named barrier inside
-  the producer (its threads share the scale tiles of a raw stage).
+  the producer (its threads share the scale tile of a raw stage).
 
 Both operands carry ``2^-9`` (see :mod:`grouped_gemm`), so the epilogue multiplies by
 ``gs_x·gs_w·2^18`` and rounds once to bf16: the same numerics as the other kernels, fp32
 accumulation in a different order (within 2 bf16 ulps of the exact product).
 
-Needs ``K % 64 == 0`` and ``N % 128 == 0``; rows of x for tokens ≥ T inside a tile are
-read from the quantizer's padding (its buffers hold ``round_up(T, 128)`` rows per group)
-or left stale, and only affect output columns that are never stored.
+Needs ``K % 64 == 0`` and ``N % 256 == 0``; rows of x for tokens ≥ T inside a tile are read
+from the quantizer's padding (its buffers hold ``round_up(T, 128)`` rows per group) and only
+affect output columns that are never stored.
 """
 
 from __future__ import annotations
@@ -44,20 +45,21 @@ from cutlass import BFloat16, Float32, Int32, Uint8, Uint32
 from cutlass.cute.nvgpu import OperandMajorMode, warpgroup
 from cutlass.tensor_utils import LayoutEnum
 
+from nvfp4lab.kernels._memory import vector_at
 from nvfp4lab.kernels._ptx import bf16x2_splat_from_f32, decode_word_bf16x2, f32_from_e4m3_byte
-from nvfp4lab.kernels.decode_gemm import decode_fragment, scale_multiplier
+from nvfp4lab.kernels.decode_gemm import decode_fragment, scale_multipliers
 from nvfp4lab.kernels.decode_layout import K_CHUNK
 from nvfp4lab.kernels.grouped_gemm import ALPHA_POST, SCALE_PRE, async_copy_atom, copy_chunk
 
-M_BLOCKS = 2  # 128-channel blocks per CTA (1: 128 × 256 tiles, 10 % slower on the H200: its x decode is twice the work)
+M_BLOCKS = 2  # 128-channel blocks per CTA (one, with 256 tokens: 10 % slower on the H200, twice the x decode per MAC)
 CHANNELS = 128 * M_BLOCKS  # output channels per CTA (two consumer warpgroups of 64 per block)
 TOKENS = 256 // M_BLOCKS  # tokens per CTA (the wgmma N)
 BANDS = TOKENS // 128  # 128-row scale-tile bands per x stage
 BK = K_CHUNK  # K per stage: 64
 PRODUCER_THREADS = 128  # one producer warpgroup (two do not fit: ptxas then caps every thread at 128 registers)
 THREADS = PRODUCER_THREADS + 256
-X_STAGES = 3  # decoded bf16 x stages (32 KB each); 2 and 4 measured the same (H200)
-RAW_STAGES = 4  # packed x stages (8 KB of codes + two 512-byte scale tiles each)
+X_STAGES = 3  # decoded bf16 x stages (16 KB each); 2 and 4 measured the same with 256-token tiles (H200)
+RAW_STAGES = 4  # packed x stages (4 KB of codes + one 512-byte scale tile each)
 LAUNCH_REGISTERS = 65536 // THREADS // 8 * 8  # what ptxas allocates per thread at launch: 168
 PRODUCER_REGISTERS = 56  # after setmaxnreg; 80, 96 and 112 measured the same (H200)
 #: what the producer's registers leave the consumers of the CTA's pool (setmaxnreg only moves
@@ -128,8 +130,8 @@ def load_weight_chunk(words: cute.Tensor, scales: cute.Tensor, ring_w: cute.Tens
     """One lane's decode-layout bytes of 64-K chunk ``chunk`` (clamped to the last one, so
     the loop needs no branch): 4 code words and 2 words of re-encoded scales."""
     base = tile_base + cutlass.min(chunk, k_tiles - 1)
-    code_words = cute.make_tensor((words.iterator + base * 128 + lane * 4).align(16), cute.make_layout(4)).load()
-    scale_words = cute.make_tensor((scales.iterator + base * 16 + (lane // 4) * 2).align(8), cute.make_layout(2)).load()
+    code_words = vector_at(words, base * 128 + lane * 4, 4).load()
+    scale_words = vector_at(scales, base * 16 + (lane // 4) * 2, 2).load()
     for j in cutlass.range_constexpr(4):
         ring_w[slot * 4 + j] = code_words[j]
     for j in cutlass.range_constexpr(2):
@@ -141,9 +143,7 @@ def decode_weight_chunk(ring_w: cute.Tensor, ring_s: cute.Tensor, slot: cutlass.
     """Ring ``slot`` -> the wgmma A operand of its four k16 steps: register ``4·step + i``
     of ``fragment`` (a uint32 view) is decode-layout register i of that step."""
     for step in cutlass.range_constexpr(4):
-        scale_word = ring_s[slot * 2 + step // 2]
-        registers = decode_fragment(ring_w[slot * 4 + step], scale_multiplier(scale_word, (2 * step) % 4),
-                                    scale_multiplier(scale_word, (2 * step + 1) % 4))
+        registers = decode_fragment(ring_w[slot * 4 + step], scale_multipliers(ring_s[slot * 2 + step // 2], (2 * step) % 4))
         for i in cutlass.range_constexpr(4):
             fragment[step * 4 + i] = registers[i]
 
@@ -243,8 +243,6 @@ def prefill_gemm_kernel(
                 load_weight_chunk(words, scales, ring_w, ring_s, s * M_BLOCKS + j, Int32(s), k_tiles, tile_bases[j],
                                   lane)
         decode_weight_chunk(ring_w, ring_s, 0, fragment_words[0])
-        if cutlass.const_expr(M_BLOCKS == 1):
-            load_weight_chunk(words, scales, ring_w, ring_s, 0, Int32(W_RING), k_tiles, tile_bases[0], lane)
 
         # Groups of MMAs, in order (k-tile, m-block); group n reads fragment buffer n % 2. After
         # issuing group n: wait for group n - 1, then decode group n + 1 into its buffer.
@@ -279,9 +277,6 @@ def prefill_gemm_kernel(
                                                       k_tile + W_RING, k_tiles, tile_bases[jj], lane)
                         elif k_tile + 1 < k_tiles:
                             decode_weight_chunk(ring_w, ring_s, (1 - half) * M_BLOCKS, fragment_words[1 - buffer])
-                            if cutlass.const_expr(M_BLOCKS == 1):
-                                load_weight_chunk(words, scales, ring_w, ring_s, 1 - half, k_tile + 1 + W_RING,
-                                                  k_tiles, tile_bases[0], lane)
         warpgroup.wait_group(0)
         x_pipeline.consumer_release(release_state)
 
