@@ -289,10 +289,11 @@ def grouped_gemm(mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out, *, to
 
 
 #: The forward's GEMM is the warp-specialized prefill kernel (``prefill_gemm``, 256 channels ×
-#: 128 tokens per CTA, one CTA per SM) when its grid has at least this fraction of the SMs in
-#: CTAs, else the grouped GEMM (split K over more, smaller CTAs). Measured on the H200 for the
-#: three benchmark shapes at T = 128..8192 (``bench/results/NVIDIA_H200_prefill_paths.md``):
-#: the prefill kernel wins from 64 CTAs on and loses at 32 and 48.
+#: 128 tokens per CTA, one CTA per SM) from one full token tile (T >= 128) on when its grid has
+#: at least this fraction of the SMs in CTAs, else the grouped GEMM (split K over more,
+#: smaller CTAs). Measured on the H200 for the three benchmark shapes at T = 64..8192
+#: (``bench/results/NVIDIA_H200_prefill_paths.md``): the prefill kernel wins from 64 CTAs of
+#: full tiles on, loses at 32 and 48 CTAs and at T = 64 (half-empty tiles).
 PREFILL_MIN_WAVE = float(os.environ.get("NVFP4LAB_PREFILL_MIN_WAVE", 0.45))  # experiments may override it
 
 
@@ -302,9 +303,9 @@ def prefill_supported(groups: int, k: int, n: int) -> bool:
 
 
 def prefill_selected(tokens: int, groups: int, k: int, n: int, sms: int) -> bool:
-    """Whether the forward of ``tokens`` tokens runs its GEMM on the prefill kernel: above the
-    mma.sync sizes (``SMALL_TOKENS``) and with at least ``PREFILL_MIN_WAVE · sms`` CTAs."""
-    if tokens <= SMALL_TOKENS or not prefill_supported(groups, k, n):
+    """Whether the forward of ``tokens`` tokens runs its GEMM on the prefill kernel: at least
+    one full token tile and at least ``PREFILL_MIN_WAVE · sms`` CTAs."""
+    if tokens < prefill_kernel.TOKENS or not prefill_supported(groups, k, n):
         return False
     ctas = (n // prefill_kernel.CHANNELS) * -(-tokens // prefill_kernel.TOKENS) * groups
     return ctas >= PREFILL_MIN_WAVE * sms
