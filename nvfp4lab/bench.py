@@ -19,12 +19,11 @@ For each ``(G, K, N)`` and token count T it times, in one run on one card:
                     one copy per group into ``z``;
 * ``nvfp4_gemm``    nvfp4lab's GEMM alone (operands already quantized), the one the forward
                     runs: the warp-specialized prefill kernel where ``launch.prefill_selected``
-                    (T > 32 and enough tiles to fill the SMs), else the grouped GEMM;
+                    (a full 128-token tile and enough CTAs), else the grouped GEMM;
 * ``nvfp4_fused``   nvfp4lab's forward with static per-group activation scales, the
-                    layer's path: for T < ``launch.PREQUANTIZE_FROM`` the one-launch decode
-                    kernel (quantizer fused into its prologue), up to T = 16 the quantizer
-                    then the decode kernel on the quantized bytes, above that the quantizer
-                    and the GEMM of ``nvfp4_gemm`` writing ``z`` directly;
+                    layer's path: for T <= 16 the one-launch decode kernel (quantizer fused
+                    into its prologue), above that the quantizer and the GEMM of
+                    ``nvfp4_gemm`` writing ``z`` directly;
 * ``nvfp4_dynamic`` the same with dynamic per-group scales (+ the amax launch);
 * ``quantizer``     the fused quantizer alone, with a device-to-device copy of the same
                     byte count as its bandwidth reference.
@@ -130,24 +129,16 @@ class Problem:
         if dynamic:
             launch.group_amax(self.x, self.amax_bits)
             source = self.amax_bits.view(torch.float32)
-        if self.decode and not launch.decode_prequantizes(self.tokens):
+        if self.decode:
             self.decode_fused(words, word_scales, source, dynamic)
             return
         launch.quantize_activations(self.x, source, self.data, self.scales, self.used, dynamic=dynamic, shared=False)
-        if self.decode:
-            self.decode_prequantized(words, word_scales)
-            return
         self.gemm(weights)
 
     def decode_fused(self, words, word_scales, source, dynamic: bool):
         """The one-launch decode forward (the prologue quantizes x)."""
         launch.decode_forward(self.x, source, words, word_scales, self.gs_b, self.z, self.counters, dynamic=dynamic,
                               shared=False)
-
-    def decode_prequantized(self, words, word_scales):
-        """The decode kernel on x already quantized into ``data``/``scales`` (by :meth:`quantize`)."""
-        launch.decode_forward(self.x, self.used, words, word_scales, self.gs_b, self.z, self.counters, dynamic=False,
-                              shared=False, quantized=(self.data, self.scales))
 
     def gemm(self, weights):
         """The forward's GEMM on the quantized activations: the prefill kernel (weights in the

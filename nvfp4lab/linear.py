@@ -307,7 +307,7 @@ class Nvfp4GroupedLinear:
             launch.group_amax(x, self._amax_bits)
             source = self._amax_bits.view(torch.float32)
         decode = self._decode_weights is not None and launch.decode_supported(tokens, g, k, self.out_features)
-        if decode and not launch.decode_prequantizes(tokens):  # one launch: the prologue quantizes
+        if decode:  # one launch: the prologue quantizes
             launch.decode_forward(x, source, *self._decode_weights, self.weight_q.global_scale, z,
                                   self._decode_counters, dynamic=dynamic, shared=shared)
             return z
@@ -315,10 +315,6 @@ class Nvfp4GroupedLinear:
         data = self._a_data[: g * rows_p * (k // 2)].view(g * rows_p, k // 2)
         scales = self._a_scales[: g * rows_p * round_up(k // 16, 4)].view(g * rows_p, -1)
         launch.quantize_activations(x, source, data, scales, self._gs_a, dynamic=dynamic, shared=shared)
-        if decode:  # quantized once; the decode kernel's prologue only unpacks it
-            launch.decode_forward(x, self._gs_a, *self._decode_weights, self.weight_q.global_scale, z,
-                                  self._decode_counters, dynamic=False, shared=False, quantized=(data, scales))
-            return z
         sms = launch.multiprocessors(x.device.index or 0)
         if self._decode_weights is not None and launch.prefill_selected(tokens, g, k, self.out_features, sms):
             launch.prefill_gemm(data, scales, *self._decode_weights, self._gs_a, self.weight_q.global_scale, z)

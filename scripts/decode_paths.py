@@ -1,15 +1,13 @@
-"""Times the three forward paths a decode-sized call (T <= 16) can take, per shape and T, and
-picks the token count from which quantizing once beats the fused prologue:
+"""Times the two forward paths a decode-sized call (T <= 16) can take, per shape and T:
 ``python scripts/decode_paths.py [--out FILE.md]``.
 
 * ``fused``: the one-launch decode kernel, its prologue quantizing x (every CTA its K slice);
-* ``prequantized``: the quantizer kernel, then the decode kernel reading its bytes;
 * ``mma_sync``: the quantizer kernel, then the grouped GEMM (``mma.sync``, cp.async ring).
 
 Static per-group activation scales, CUDA-graph replay, weights rotated beyond L2 (as
-``nvfp4lab.bench``). Prints ``PREQUANTIZE_FROM=<T>``: the smallest measured T from which
-``prequantized`` is faster than ``fused`` (geometric mean over the shapes) at every larger
-measured T, 17 when never.
+``nvfp4lab.bench``). The layer takes ``fused`` wherever ``launch.decode_supported``; this
+table is the evidence that it should (``fused / mma_sync`` per T, geometric mean over the
+shapes).
 """
 
 import argparse
@@ -23,16 +21,12 @@ from nvfp4lab.bench import SHAPES, Problem, copies_for, time_graph
 from nvfp4lab.kernels import gpu_supported
 
 TOKENS = [1, 2, 4, 8, 9, 12, 16]
-PATHS = ("fused", "prequantized", "mma_sync")
+PATHS = ("fused", "mma_sync")
 
 
 def time_paths(p: Problem) -> dict:
     copies = copies_for(p.mat_b.numel() + p.scale_b.numel())
     w = [(p.mat_b.clone(), p.scale_b.clone(), p.words.clone(), p.word_scales.clone()) for _ in range(copies)]
-
-    def prequantized(i):
-        p.quantize()
-        p.decode_prequantized(w[i][2], w[i][3])
 
     def mma_sync(i):
         p.quantize()
@@ -40,7 +34,6 @@ def time_paths(p: Problem) -> dict:
 
     return {
         "fused": time_graph(lambda i: p.decode_fused(w[i][2], w[i][3], p.gs_a, False), copies),
-        "prequantized": time_graph(prequantized, copies),
         "mma_sync": time_graph(mma_sync, copies),
     }
 
@@ -57,19 +50,14 @@ def main() -> int:
         us = time_paths(Problem(g, k, n, t))
         best = min(us, key=us.get)
         rows.append(f"| {g},{k},{n} | {t} | " + " | ".join(f"{us[name]:.1f}" for name in PATHS) + f" | {best} |")
-        ratio.setdefault(t, []).append(us["fused"] / us["prequantized"])
+        ratio.setdefault(t, []).append(us["fused"] / us["mma_sync"])
     gain = {t: math.exp(sum(map(math.log, r)) / len(r)) for t, r in ratio.items()}
-    start = 17
-    for t in sorted(gain, reverse=True):
-        if gain[t] <= 1.0:
-            break
-        start = t
     lines = [f"# Decode forward paths on {card}", "",
              "µs per call (CUDA-graph replay, weights rotated beyond L2, static per-group scales); "
              "written by `scripts/decode_paths.py`.", "",
              "| G,K,N | T | " + " | ".join(PATHS) + " | fastest |", "|---|---|" + "---|" * (len(PATHS) + 1), *rows, "",
-             "fused / prequantized (geometric mean over the shapes): "
-             + ", ".join(f"T={t}: {gain[t]:.2f}" for t in sorted(gain)), "", f"PREQUANTIZE_FROM={start}", ""]
+             "fused / mma_sync (geometric mean over the shapes): "
+             + ", ".join(f"T={t}: {gain[t]:.2f}" for t in sorted(gain)), ""]
     text = "\n".join(lines)
     print(text)
     if args.out:

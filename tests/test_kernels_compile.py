@@ -109,26 +109,24 @@ def test_split_count_targets_four_ctas_per_sm_and_keeps_k_stages():
     assert launch.split_count(ctas=64, k_tiles=64, sms=132, ctas_per_sm=2) == 4
 
 
-@pytest.mark.parametrize("n_tiles, dynamic, shared, split_k, guarded, prequantized",
-                         [(1, False, True, True, True, False), (2, True, False, False, True, False),
-                          (1, False, False, True, False, False), (2, False, False, True, False, True),
-                          (1, False, False, False, True, True)])
+@pytest.mark.parametrize("n_tiles, dynamic, shared, split_k, guarded",
+                         [(1, False, True, True, True), (2, True, False, False, True),
+                          (1, False, False, True, False), (2, False, False, True, False)])
 def test_decode_forward_streams_weights_to_registers_and_decodes_in_few_integer_ops(n_tiles, dynamic, shared, split_k,
-                                                                                    guarded, prequantized):
-    ops = instructions(launch.compile_decode_forward(n_tiles, dynamic, shared, split_k, guarded, prequantized,
-                                                     keep_ptx=True))
+                                                                                    guarded):
+    ops = instructions(launch.compile_decode_forward(n_tiles, dynamic, shared, split_k, guarded, keep_ptx=True))
     mmas = ops["mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"]
     assert mmas == 2 * 4 * 4 * n_tiles  # 2 m-tiles × 4 chunks of a batch × 4 k16 steps × n-tiles, unrolled
     words = 2 * 4 * 4  # code words decoded per batch: per word 4 mul.rn.bf16x2, 13 integer ops
     # 16 B of codes per m-tile and chunk into each of the 2 register buffers (+ 8 B of scales); the prologue
-    # loads 32 B of x per block (fused) or 8 B of codes and one scale byte (prequantized)
+    # loads 32 B of x per block
     weight_loads = 2 * (2 * 4)
-    prologue_loads = 2 * (not prequantized)
+    prologue_loads = 2
     if split_k:  # the last CTA adds the partial sums with 16-byte loads, the split loop unrolled
         assert ops["ld.global.v4.b32"] >= weight_loads + prologue_loads + 8
     else:
         assert ops["ld.global.v4.b32"] == weight_loads + prologue_loads
-    assert ops["ld.global.v2.b32"] == weight_loads + prequantized and ops["ld.global.b8"] == prequantized
+    assert ops["ld.global.v2.b32"] == weight_loads and ops["ld.global.b8"] == 0
     decode_mults = ops["mul.rn.bf16x2"] - 2 * 4  # minus the prologue's 8 (two words per block)
     assert decode_mults == 4 * words
     assert ops["mad.lo.u32"] == words and ops["prmt.b32"] >= words  # both rows' scale multipliers: prmt + one IMAD
@@ -136,9 +134,9 @@ def test_decode_forward_streams_weights_to_registers_and_decodes_in_few_integer_
     assert ops["and.b64"] == 0, "pointers rounded at run time (Pointer.align) instead of assumed aligned"
     assert ops["bar.sync"] == (3 if split_k else 1)  # one barrier before the main loop, none inside it
     assert ops["atom.global.acq_rel.add.u32"] == int(split_k) and ops["fence.acq_rel.gpu;"] == 2 * split_k
-    # the quantizer's rounding in the fused prologue; none when the quantizer kernel ran before
-    assert ops["div.rn.f32"] == (0 if prequantized else 4 + dynamic)
-    assert ops["cvt.rn.satfinite.e4m3x2.f32"] == (not prequantized)
+    # the quantizer's rounding in the prologue
+    assert ops["div.rn.f32"] == 4 + dynamic
+    assert ops["cvt.rn.satfinite.e4m3x2.f32"] == 1
     assert not any(op.startswith(("fma.rn.ftz", "mul.ftz", "div.approx", "div.full")) for op in ops)
 
 

@@ -11,14 +11,13 @@ with ``mma.sync.m16n8k16`` (16 output channels × 8 tokens per MMA, fp32 accumul
   ``x[:, g]`` with exactly the quantizer's rounding steps (``quantize_activations.
   quantize_block``: same bytes as the CPU reference) and writes the decoded values
   ``e2m1·s·2^-9`` (bf16, exact) to shared memory as MMA B fragments. The global scale is
-  the static one, or (``dynamic``) computed from ``group_amax``'s result. Or
-  (``prequantized``, for larger T: ``launch.PREQUANTIZE_FROM``) the quantizer kernel ran
-  before and the prologue only reads its codes and scale bytes (no CTA re-quantizes).
-  The first batch of weight loads is issued before the prologue, so HBM streams while it runs.
+  the static one, or (``dynamic``) computed from ``group_amax``'s result (a variant whose
+  prologue read the quantizer kernel's bytes instead was slower at every T <= 16 on the
+  H100 and was removed). The first batch of weight loads is issued before the prologue, so HBM streams while it runs.
 * **Main loop: weights straight from HBM to registers.** Each lane loads 16 bytes of
   codes + 8 bytes of re-encoded scales per m-tile and 64-K chunk into a 4-chunk register
-  ring (a slot is refilled as soon as it is consumed), decodes them with 13 integer ops per 8 codes, 2 per scale (``prmt``
-  + one multiply-add) and one ``mul.rn.bf16x2`` per pair, and issues the MMAs: no shared
+  ring (a slot is refilled as soon as it is consumed), decodes them with 13 integer ops per 8 codes, 2 per two rows'
+  scales (``prmt`` + one multiply-add) and one ``mul.rn.bf16x2`` per pair, and issues the MMAs: no shared
   memory and no barrier for the weights.
 * **Split K, deterministic, in the same launch.** With ``splits > 1`` each CTA writes its
   fp32 partial sums to ``partials (splits, T, G, N)``, then bumps a per-tile counter; the
@@ -38,10 +37,10 @@ from cutlass._mlir.dialects import llvm
 from cutlass.cutlass_dsl import T, dsl_user_op
 
 from nvfp4lab.kernels._memory import vector_at
-from nvfp4lab.kernels._ptx import bf16x2_splat_from_f32, decode_word_bf16x2, div_rn, f32_from_e4m3_byte
+from nvfp4lab.kernels._ptx import bf16x2_splat_from_f32, decode_word_bf16x2, div_rn
 from nvfp4lab.kernels.decode_layout import K_CHUNK, SCALE_BIAS, SCALE_MULTIPLIER, TERMS
 from nvfp4lab.kernels.grouped_gemm import ALPHA_POST, SCALE_PRE
-from nvfp4lab.kernels.quantize_activations import global_scale_of, quantize_block, swizzled_scale_offset
+from nvfp4lab.kernels.quantize_activations import global_scale_of, quantize_block
 
 WARPS = int(os.environ.get("NVFP4LAB_DECODE_WARPS", 8))  # experiments may override these two
 THREADS = 32 * WARPS
@@ -172,18 +171,12 @@ def consume_chunk(act: cute.Tensor, ring_w: cute.Tensor, ring_s: cute.Tensor, ac
 
 
 @cute.jit
-def stage_slice(x: cute.Tensor, a_data: cute.Tensor, a_scales: cute.Tensor, act: cute.Tensor, tidx: Int32, tokens: Int32,
-                groups: Int32, g: Int32, k: Int32, k0: Int32, steps: Int32, gs: Float32, rows_per_group: Int32,
-                n_tiles: cutlass.Constexpr, prequantized: cutlass.Constexpr):
+def stage_slice(x: cute.Tensor, act: cute.Tensor, tidx: Int32, tokens: Int32, groups: Int32, g: Int32, k: Int32,
+                k0: Int32, steps: Int32, gs: Float32, n_tiles: cutlass.Constexpr):
     """The prologue: blocks ``(t, kb)`` of token t's K range ``k0 + 16·kb ..+16`` -> decoded
     bf16 pairs ``e2m1·s·2^-9`` in ``act`` at row ``kb·8·n_tiles + t`` (8 words; halves swapped
     for t % 8 >= 4, so the B-fragment loads hit distinct banks). Tokens t >= T get zeros.
-
-    Fused (``prequantized`` False): quantizes ``x[t, g]`` with the quantizer's rounding steps.
-    ``prequantized``: reads the quantizer kernel's output instead — 8 bytes of codes at row
-    ``g·rows_per_group + t`` of ``a_data`` and the scale byte from the swizzled ``a_scales``."""
-    block_cols = k // 16
-    col_tiles = (block_cols + 3) // 4
+    Each block is quantized with the quantizer's rounding steps (same bytes)."""
     inverse_gs = div_rn(Float32(1.0), gs)
     for item in range(tidx, n_tiles * 8 * steps, THREADS):
         t = item // steps
@@ -192,19 +185,8 @@ def stage_slice(x: cute.Tensor, a_data: cute.Tensor, a_scales: cute.Tensor, act:
         for i in cutlass.range_constexpr(8):
             decoded[i] = Uint32(0)
         if t < tokens:
-            scale_value = Float32(0.0)
-            word0 = Uint32(0)
-            word1 = Uint32(0)
-            if cutlass.const_expr(prequantized):
-                block = k0 // 16 + kb
-                codes = vector_at(a_data, ((g * rows_per_group + t) * block_cols + block) * 2, 2).load()
-                word0 = codes[0]
-                word1 = codes[1]
-                scale_index = g * rows_per_group * col_tiles * 4 + swizzled_scale_offset(t, block, col_tiles)
-                scale_value = f32_from_e4m3_byte(Uint32(a_scales[scale_index]))
-            else:
-                values = vector_at(x, (t * groups + g) * k + k0 + kb * 16, 16).load().to(Float32)
-                _, scale_value, word0, word1 = quantize_block(values, gs, inverse_gs)
+            values = vector_at(x, (t * groups + g) * k + k0 + kb * 16, 16).load().to(Float32)
+            _, scale_value, word0, word1 = quantize_block(values, gs, inverse_gs)
             scale_pair = bf16x2_splat_from_f32(scale_value * Float32(SCALE_PRE))
             low = decode_word_bf16x2(word0, scale_pair)
             high = decode_word_bf16x2(word1, scale_pair)
@@ -227,20 +209,16 @@ def decode_forward_kernel(
     out: cute.Tensor,  # (T·G·N,) bf16
     partials: cute.Tensor,  # (splits·T·G·N,) fp32
     counters: cute.Tensor,  # (G·ceil(N/C),) int32, zero between launches
-    a_data: cute.Tensor,  # prequantized: the quantizer's packed codes, uint32 words
-    a_scales: cute.Tensor,  # prequantized: the quantizer's swizzled scale bytes
     tokens: Int32,
     groups: Int32,
     n_out: Int32,
     k: Int32,
     splits: Int32,
-    rows_per_group: Int32,
     n_tiles: cutlass.Constexpr,
     dynamic: cutlass.Constexpr,
     shared: cutlass.Constexpr,
     split_k: cutlass.Constexpr,
     guarded: cutlass.Constexpr,
-    prequantized: cutlass.Constexpr,
 ):
     tidx, _, _ = cute.arch.thread_idx()
     n_block, split, g = cute.arch.block_idx()
@@ -269,8 +247,7 @@ def decode_forward_kernel(
     act = allocator.allocate_tensor(Uint32, cute.make_layout(MAX_SLICE * 8 // 2), 16)
     flag = allocator.allocate_tensor(Int32, cute.make_layout(4), 16)
     gs_x = global_scale_of(group_scale, g, groups, dynamic, shared)
-    stage_slice(x, a_data, a_scales, act, tidx, tokens, groups, g, k, chunk0 * K_CHUNK, chunks * (K_CHUNK // 16), gs_x,
-                rows_per_group, n_tiles, prequantized)
+    stage_slice(x, act, tidx, tokens, groups, g, k, chunk0 * K_CHUNK, chunks * (K_CHUNK // 16), gs_x, n_tiles)
     cute.arch.sync_threads()
 
     acc = cute.make_rmem_tensor((M_TILES_PER_WARP * n_tiles * 4,), Float32)
@@ -345,25 +322,19 @@ def decode_forward(
     out_ptr: cute.Pointer,
     partials_ptr: cute.Pointer,
     counters_ptr: cute.Pointer,
-    a_data_ptr: cute.Pointer,
-    a_scales_ptr: cute.Pointer,
     tokens: Int32,
     groups: Int32,
     n_out: Int32,
     k: Int32,
     splits: Int32,
-    rows_per_group: Int32,
     stream: cuda.CUstream,
     n_tiles: cutlass.Constexpr,
     dynamic: cutlass.Constexpr,
     shared: cutlass.Constexpr,
     split_k: cutlass.Constexpr,
     guarded: cutlass.Constexpr,
-    prequantized: cutlass.Constexpr,
 ):
-    """Host entry (``kernels.launch.decode_forward`` passes the tensors behind the pointers).
-    ``prequantized``: ``a_data``/``a_scales`` hold x quantized by the quantizer kernel
-    (``rows_per_group`` rows per group) and ``group_scale`` the global scales it used."""
+    """Host entry (``kernels.launch.decode_forward`` passes the tensors behind the pointers)."""
     n_blocks = (n_out + CHANNELS_PER_CTA - 1) // CHANNELS_PER_CTA
     x = cute.make_tensor(x_ptr, cute.make_layout(tokens * groups * k))
     group_scale = cute.make_tensor(group_scale_ptr, cute.make_layout(groups))
@@ -373,11 +344,8 @@ def decode_forward(
     out = cute.make_tensor(out_ptr, cute.make_layout(tokens * groups * n_out))
     partials = cute.make_tensor(partials_ptr, cute.make_layout(splits * tokens * groups * n_out))
     counters = cute.make_tensor(counters_ptr, cute.make_layout(groups * n_blocks))
-    a_data = cute.make_tensor(a_data_ptr, cute.make_layout(groups * rows_per_group * k // 8))
-    a_scales = cute.make_tensor(a_scales_ptr, cute.make_layout(groups * rows_per_group * ((k // 16 + 3) // 4) * 4))
     smem = MAX_SLICE * 8 * 2 + 16 + 64
-    decode_forward_kernel(x, group_scale, words, scales, gs_w, out, partials, counters, a_data, a_scales, tokens, groups,
-                          n_out, k, splits, rows_per_group, n_tiles, dynamic, shared, split_k, guarded,
-                          prequantized).launch(
+    decode_forward_kernel(x, group_scale, words, scales, gs_w, out, partials, counters, tokens, groups, n_out, k, splits,
+                          n_tiles, dynamic, shared, split_k, guarded).launch(
         grid=[n_blocks, splits, groups], block=[THREADS, 1, 1], smem=smem, stream=stream,
         min_blocks_per_mp=CTAS_PER_SM, preferred_smem_carveout=100)

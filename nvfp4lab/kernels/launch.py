@@ -123,8 +123,7 @@ def compile_split_k_reduce(keep_ptx: bool = False):
     return _compiler(keep_ptx)(reduce_kernel.split_k_reduce, *_reduce_args(), *[Int32(1)] * 4, make_fake_stream())
 
 
-def _decode_args(x=None, source=None, words=None, scales=None, gs_w=None, out=None, partials=None, counters=None,
-                 a_data=None, a_scales=None):
+def _decode_args(x=None, source=None, words=None, scales=None, gs_w=None, out=None, partials=None, counters=None):
     return (
         pointer(x, cutlass.BFloat16, 32),
         pointer(source, cutlass.Float32, 4),
@@ -134,16 +133,14 @@ def _decode_args(x=None, source=None, words=None, scales=None, gs_w=None, out=No
         pointer(out, cutlass.BFloat16, 8),
         pointer(partials, cutlass.Float32, 16),
         pointer(counters, cutlass.Int32, 4),
-        pointer(a_data, cutlass.Uint32, 8),
-        pointer(a_scales, cutlass.Uint8, 4),
     )
 
 
 @functools.cache
 def compile_decode_forward(n_tiles: int, dynamic: bool, shared: bool, split_k: bool, guarded: bool = True,
-                           prequantized: bool = False, keep_ptx: bool = False):
-    return _compiler(keep_ptx)(decode_kernel.decode_forward, *_decode_args(), *[Int32(1)] * 6, make_fake_stream(),
-                               n_tiles, dynamic, shared, split_k, guarded, prequantized)
+                           keep_ptx: bool = False):
+    return _compiler(keep_ptx)(decode_kernel.decode_forward, *_decode_args(), *[Int32(1)] * 5, make_fake_stream(),
+                               n_tiles, dynamic, shared, split_k, guarded)
 
 
 def _prefill_args(a_data=None, a_scales=None, words=None, scales=None, gs_a=None, gs_w=None, out=None):
@@ -199,20 +196,6 @@ def decode_splits(groups: int, n: int, k: int, sms: int, tokens: int = 1) -> int
     while chunks % (2 * splits) == 0 and (k // splits > max_slice or ctas * splits < target):
         splits *= 2
     return splits if k // splits <= max_slice else None
-
-
-#: From this token count on the decode forward quantizes x once (the quantizer kernel, one
-#: launch) and the decode kernel's prologue only unpacks the quantized bytes; below it the
-#: prologue quantizes (one launch, but every CTA of a group re-quantizes its K slice of all
-#: T tokens). Measured per T on the three benchmark shapes: bench/results/*_decode_paths.md.
-#: Measured on the H100: never (the quantizer's own launch costs more than the prologue
-#: saves; fused 5–20 % faster at every T <= 16), hence 17; the knob stays for other cards.
-PREQUANTIZE_FROM = int(os.environ.get("NVFP4LAB_DECODE_PREQUANTIZE_FROM", 17))  # experiments may override it
-
-
-def decode_prequantizes(tokens: int) -> bool:
-    """Whether the decode forward of ``tokens`` tokens runs on pre-quantized activations."""
-    return tokens >= PREQUANTIZE_FROM
 
 
 def decode_counters(groups: int, n: int, device) -> torch.Tensor:
@@ -333,17 +316,11 @@ def prefill_gemm(a_data: torch.Tensor, a_scales: torch.Tensor, words: torch.Tens
 
 
 def decode_forward(x: torch.Tensor, scale_source: torch.Tensor, words: torch.Tensor, scales: torch.Tensor,
-                   gs_w: torch.Tensor, out: torch.Tensor, counters: torch.Tensor, *, dynamic: bool, shared: bool,
-                   quantized: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
-    """The decode forward ``x (T, G, K)`` bf16 -> ``out (T, G, N)`` bf16 (T <= 16), weights in
-    the decode layout (``decode_layout.pack_decode_weights``). ``scale_source``: static global
-    scales or (``dynamic``) ``group_amax``'s result viewed as float32; ``counters``: from
-    :func:`decode_counters`.
-
-    ``quantized`` None: one launch, the prologue quantizes x. ``quantized = (data, scales)``:
-    x already quantized by :func:`quantize_activations` into these buffers (``(G·Mp, K/2)``,
-    ``(G·Mp, round_up(K/16, 4))`` uint8) and ``scale_source`` is the global scale it used
-    (``dynamic``/``shared`` are then ignored)."""
+                   gs_w: torch.Tensor, out: torch.Tensor, counters: torch.Tensor, *, dynamic: bool, shared: bool) -> None:
+    """The decode forward ``x (T, G, K)`` bf16 -> ``out (T, G, N)`` bf16 (T <= 16) in one launch,
+    weights in the decode layout (``decode_layout.pack_decode_weights``), x quantized in the
+    kernel's prologue. ``scale_source``: static global scales or (``dynamic``) ``group_amax``'s
+    result viewed as float32; ``counters``: from :func:`decode_counters`."""
     tokens, groups, k = x.shape
     n = out.shape[2]
     if out.data_ptr() % 8 or not out.is_contiguous():  # the split-K reduction stores 4 channels at once
@@ -355,14 +332,7 @@ def decode_forward(x: torch.Tensor, scale_source: torch.Tensor, words: torch.Ten
     n_tiles = 1 if tokens <= 8 else 2
     # no bounds checks in the main loop when every warp has channels and the ring divides the slice
     guarded = n % decode_kernel.CHANNELS_PER_CTA != 0 or (k // 64 // splits) % decode_kernel.BATCH != 0
-    a_data = a_scales = None
-    rows_per_group = 0
-    if quantized is not None:
-        a_data, a_scales = quantized
-        rows_per_group = a_data.shape[0] // groups
-        dynamic = shared = False  # scale_source holds the scales the quantizer used
-    compile_decode_forward(n_tiles, dynamic, shared, splits > 1, guarded, quantized is not None)(
-        *_decode_args(x, scale_source, words, scales.view(torch.int32), gs_w, out, partials, counters,
-                      None if a_data is None else a_data.view(torch.int32), a_scales),
-        Int32(tokens), Int32(groups), Int32(n), Int32(k), Int32(splits), Int32(rows_per_group), stream_of(x.device),
+    compile_decode_forward(n_tiles, dynamic, shared, splits > 1, guarded)(
+        *_decode_args(x, scale_source, words, scales.view(torch.int32), gs_w, out, partials, counters),
+        Int32(tokens), Int32(groups), Int32(n), Int32(k), Int32(splits), stream_of(x.device),
     )

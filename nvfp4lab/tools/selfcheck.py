@@ -4,13 +4,11 @@ reference: ``python -m nvfp4lab.tools.selfcheck``. Run it under
 
 Paths: dynamic per-group amax, quantizer (odd T, K not a multiple of 64 for the
 quantizer, zero padding rows), grouped GEMM small / wgmma / split-K / padded output,
-and the layer's forward (the decode kernel for T <= 16, its prologue quantizing x or reading
-the quantizer's bytes, static and dynamic).
+and the layer's forward (the decode kernel for T <= 16, static and dynamic; the prefill
+kernel on odd K and T).
 """
 
 from __future__ import annotations
-
-import itertools
 
 import torch
 
@@ -88,20 +86,17 @@ def main() -> int:
     for shape in ((1, 2, 128, 128), (7, 3, 64, 256), (40, 2, 192, 128), (130, 2, 128, 384), (1, 8, 4096, 1024)):
         check_gemm(*shape)
     w = torch.randn(2, 128, 384, device="cuda").to(torch.bfloat16)
-    default_from = launch.PREQUANTIZE_FROM
     for source in ("dynamic", "static"):  # T <= 16: the one-launch decode kernel (N=384: a partly filled CTA)
         layers = [Nvfp4GroupedLinear(2, 2, 64, 384, max_num_tokens=50, device="cuda", activation_scale_source=source,
                                      activation_scale="per_group", backend=backend) for backend in ("cutedsl", "reference")]
         for layer in layers:
             layer.set_bf16_weight(w)
             layer.finalize_weights()
-        for tokens, prequantize_from in itertools.product((1, 9, 16, 33, 50), (1, 17)):  # both decode paths
-            launch.PREQUANTIZE_FROM = prequantize_from
+        for tokens in (1, 9, 16, 33, 50):  # the decode kernel, then the quantizer + mma.sync GEMM
             o = torch.randn(tokens, 4, 64, device="cuda").to(torch.bfloat16)
             got, want = layers[0](o).float(), layers[1](o).float()
             error = ((got - want).norm() / want.norm()).item()
-            assert error < 2e-3, (source, tokens, prequantize_from, error)
-    launch.PREQUANTIZE_FROM = default_from
+            assert error < 2e-3, (source, tokens, error)
     check_prefill()
     torch.cuda.synchronize()
     print("selfcheck: all kernel paths match the reference")

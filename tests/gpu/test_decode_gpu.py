@@ -51,17 +51,10 @@ def layers_for(groups, k, n, activation_scale, source, max_tokens=16, seed=0):
     return made
 
 
-# both decode paths at every T: 1 = x quantized once by the quantizer kernel, 17 = the fused prologue
-PREQUANTIZE = pytest.mark.parametrize("prequantize_from", [1, 17], ids=["prequantized", "fused"])
-
-
-@PREQUANTIZE
 @pytest.mark.parametrize("groups, k, n", SHAPES)
 @pytest.mark.parametrize("activation_scale, source", MODES)
-def test_decode_forward_matches_the_reference_layer(groups, k, n, activation_scale, source, prequantize_from,
-                                                    monkeypatch):
+def test_decode_forward_matches_the_reference_layer(groups, k, n, activation_scale, source):
     torch.backends.cuda.matmul.allow_tf32 = False
-    monkeypatch.setattr(launch, "PREQUANTIZE_FROM", prequantize_from)
     layers = layers_for(groups, k, n, activation_scale, source)
     for tokens in (1, 5, 8, 9, 16):
         assert launch.decode_supported(tokens, groups, k, n)
@@ -73,10 +66,8 @@ def test_decode_forward_matches_the_reference_layer(groups, k, n, activation_sca
         assert torch.equal(z.view(torch.int16), again.view(torch.int16)), "not deterministic"
 
 
-@PREQUANTIZE
 @pytest.mark.parametrize("tokens", [1, 16])
-def test_decode_forward_replays_in_a_cuda_graph_with_new_inputs(tokens, prequantize_from, monkeypatch):
-    monkeypatch.setattr(launch, "PREQUANTIZE_FROM", prequantize_from)
+def test_decode_forward_replays_in_a_cuda_graph_with_new_inputs(tokens):
     groups, k, n = 8, 4096, 1024
     layers = layers_for(groups, k, n, "per_group", "dynamic")
     layer = layers["cutedsl"]
