@@ -281,7 +281,7 @@ PREFILL_MIN_WAVE = float(os.environ.get("NVFP4LAB_PREFILL_MIN_WAVE", 0.45))  # e
 
 
 def prefill_supported(groups: int, k: int, n: int) -> bool:
-    """Whether the prefill kernel takes this shape (its tiles: K % 64 == 0, N % 128 == 0)."""
+    """Whether the prefill kernel takes this shape (its tiles: K % 64 == 0, N % 256 == 0)."""
     return groups > 0 and k % prefill_kernel.BK == 0 and n % prefill_kernel.CHANNELS == 0
 
 
@@ -297,15 +297,34 @@ def prefill_selected(tokens: int, groups: int, k: int, n: int, sms: int) -> bool
 def prefill_gemm(a_data: torch.Tensor, a_scales: torch.Tensor, words: torch.Tensor, scales: torch.Tensor,
                  gs_a: torch.Tensor, gs_w: torch.Tensor, out: torch.Tensor) -> None:
     """``out (T, G, N)`` bf16 := the NVFP4 product of x, quantized by :func:`quantize_activations`
-    into ``a_data (G·Mp, K/2)`` / ``a_scales (G·Mp, K/16)`` uint8 with global scales ``gs_a``,
-    and the weights in the decode layout (``words``, ``scales``; global scales ``gs_w``)."""
+    into ``a_data (G·Mp, K/2)`` / ``a_scales (G·Mp, K/16)`` uint8 (``Mp`` a multiple of 128,
+    at least T) with global scales ``gs_a (G,)`` float32, and the weights in the decode layout
+    (``words``, ``scales`` from ``decode_layout.pack_decode_weights``; ``gs_w (G,)`` float32).
+    Shapes, dtypes, devices and contiguity are checked here (no values: no sync)."""
     tokens, groups, n = out.shape
     rows, half_k = a_data.shape
     k = 2 * half_k
-    if not prefill_supported(groups, k, n) or rows % groups or rows // groups < tokens:
-        raise ValueError(f"prefill_gemm: unsupported operands (T={tokens}, G={groups}, K={k}, N={n}, rows={rows})")
-    if not out.is_contiguous():
-        raise ValueError("prefill_gemm needs a contiguous out")
+    problems = []
+    if not prefill_supported(groups, k, n):
+        problems.append(f"needs K % {prefill_kernel.BK} == 0 and N % {prefill_kernel.CHANNELS} == 0")
+    if groups == 0 or rows % groups or (rows // groups) % 128 or rows // groups < tokens:
+        problems.append("a_data needs G·Mp rows with Mp a multiple of 128 and at least T")
+    expected = {
+        "a_data": (a_data, torch.uint8, (rows, half_k)),
+        "a_scales": (a_scales, torch.uint8, (rows, k // 16)),
+        "words": (words, torch.int32, (groups, n // 16, k // 64, 32, 4)),
+        "scales": (scales, torch.uint8, (groups, n // 16, k // 64, 8, 8)),
+        "gs_a": (gs_a, torch.float32, (groups,)),
+        "gs_w": (gs_w, torch.float32, (groups,)),
+        "out": (out, torch.bfloat16, (tokens, groups, n)),
+    }
+    for name, (tensor, dtype, shape) in expected.items():
+        if tensor.dtype != dtype or tuple(tensor.shape) != shape:
+            problems.append(f"{name} must be {dtype} {shape}, got {tensor.dtype} {tuple(tensor.shape)}")
+        elif not tensor.is_contiguous() or tensor.device != out.device:
+            problems.append(f"{name} must be contiguous and on {out.device}")
+    if problems:
+        raise ValueError(f"prefill_gemm (T={tokens}, G={groups}, K={k}, N={n}): " + "; ".join(problems))
     if tokens == 0:
         return
     compile_prefill_gemm()(

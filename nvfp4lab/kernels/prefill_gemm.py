@@ -51,14 +51,15 @@ from nvfp4lab.kernels.decode_gemm import decode_fragment, scale_multipliers
 from nvfp4lab.kernels.decode_layout import K_CHUNK
 from nvfp4lab.kernels.grouped_gemm import ALPHA_POST, SCALE_PRE, async_copy_atom, copy_chunk
 
-M_BLOCKS = 2  # 128-channel blocks per CTA (one, with 256 tokens: 10 % slower on the H200, twice the x decode per MAC)
+M_BLOCKS = 2  # 128-channel blocks per CTA: the consumer schedule below needs exactly 2 (one block with
+# 256-token tiles, measured 10 % slower on the H200: twice the x decode per MAC, was not kept)
 CHANNELS = 128 * M_BLOCKS  # output channels per CTA (two consumer warpgroups of 64 per block)
 TOKENS = 256 // M_BLOCKS  # tokens per CTA (the wgmma N)
 BANDS = TOKENS // 128  # 128-row scale-tile bands per x stage
 BK = K_CHUNK  # K per stage: 64
 PRODUCER_THREADS = 128  # one producer warpgroup (two do not fit: ptxas then caps every thread at 128 registers)
 THREADS = PRODUCER_THREADS + 256
-X_STAGES = 3  # decoded bf16 x stages (16 KB each); 2 and 4 measured the same with 256-token tiles (H200)
+X_STAGES = 3  # decoded bf16 x stages (16 KB each); 2 and 4 measured within 0.5 % with 256-token tiles (H200)
 RAW_STAGES = 4  # packed x stages (4 KB of codes + one 512-byte scale tile each)
 LAUNCH_REGISTERS = 65536 // THREADS // 8 * 8  # what ptxas allocates per thread at launch: 168
 PRODUCER_REGISTERS = 56  # after setmaxnreg; 80, 96 and 112 measured the same (H200)
@@ -79,9 +80,11 @@ def copy_x_stage(atom, ptid: Int32, k_tile: Int32, slot: Int32, a_data: cute.Ten
                  row0: Int32, scale_word0: Int32, band_words: Int32, k_words: Int32, live: Int32,
                  raw: cute.Tensor, raw_scales: cute.Tensor):
     """Producer thread ``ptid``: start the cp.async of stage ``k_tile`` into ring ``slot``:
-    its chunks ``c = rep·128 + ptid`` (row ``c // 2``, half ``c % 2``) of the tile's 256
-    packed rows, and (threads 0..63) the two 512-byte scale tiles. A 128-row half is
-    copied only if it holds a token (``128·h < live``)."""
+    its chunks ``c = rep·128 + ptid`` (row ``c // 2``, half ``c % 2``) of the tile's
+    ``TOKENS`` packed rows, and (threads ``0 .. 32·BANDS - 1``) the stage's 512-byte scale
+    tiles, one per 128-row band. A band is copied only if it holds a token (``128·band <
+    live``: always true with 128-token tiles, one band). The rows lie inside the group's
+    ``round_up(T, 128)`` quantizer rows (rows beyond T hold its padding)."""
     for rep in cutlass.range_constexpr(TOKENS * CHUNKS_PER_ROW // PRODUCER_THREADS):
         if (rep * PRODUCER_THREADS // 256) * 128 < live:
             chunk = rep * PRODUCER_THREADS + ptid
@@ -169,7 +172,7 @@ def prefill_gemm_kernel(
     n_tile, t_tile, g = cute.arch.block_idx()
     warpgroup_index = cute.arch.make_warp_uniform(tidx // 128)
     k_tiles = k // BK
-    live = tokens - t_tile * TOKENS  # tokens of this tile (> 0), capped by nothing
+    live = tokens - t_tile * TOKENS  # tokens of this tile to store (> 0; may exceed TOKENS)
 
     allocator = cutlass.memory.SmemAllocator()
     barriers = allocator.allocate_array(cutlass.Int64, 2 * X_STAGES, byte_alignment=8)

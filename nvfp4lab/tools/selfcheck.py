@@ -57,14 +57,14 @@ def check_gemm(tokens: int, groups: int, k: int, n: int) -> None:
 def check_prefill() -> None:
     """The warp-specialized prefill GEMM at any T (``launch.prefill_selected`` forced): K = 192
     (an odd number of 64-K stages), N = 768 (several channel tiles), T across the token tiles."""
-    selected = launch.prefill_selected
-    launch.prefill_selected = lambda *args: True
     w = torch.randn(2, 192, 768, device="cuda").to(torch.bfloat16)
     layers = [Nvfp4GroupedLinear(2, 3, 64, 768, max_num_tokens=300, device="cuda", backend=backend)
               for backend in ("cutedsl", "reference")]
     for layer in layers:
         layer.set_bf16_weight(w)
         layer.finalize_weights()
+    selected = launch.prefill_selected
+    launch.prefill_selected = lambda *args: True
     try:
         for tokens in (17, 128, 256, 300):
             o = torch.randn(tokens, 6, 64, device="cuda").to(torch.bfloat16)

@@ -1,11 +1,12 @@
 """The warp-specialized prefill GEMM (``kernels.prefill_gemm``) on the GPU (skipped without
 one): exact decode of every weight scale byte and code, the layer against the reference at
-token counts around its 256-token tiles, determinism, and CUDA-graph replay with new inputs."""
+token counts around its 128-token tiles and at K with one, three and many 64-K stages,
+determinism, CUDA-graph replay with new inputs, clear errors for unsupported operands."""
 
 import pytest
 import torch
 
-from nvfp4lab import quantize_nvfp4
+from nvfp4lab import Nvfp4GroupedLinear, quantize_nvfp4
 from nvfp4lab.formats import e2m1_float_from_code, e4m3_float_from_byte, pack_e2m1, unpack_e2m1
 from nvfp4lab.kernels import launch
 from nvfp4lab.kernels import prefill_gemm as prefill_kernel
@@ -17,7 +18,7 @@ from test_kernels_gpu import CUDA, SHAPES, activations, assert_within_summation_
 
 
 def test_every_scale_byte_and_code_decodes_exactly_in_the_prefill_kernel():
-    """256 tokens (one or two token tiles), token t is the one-hot vector of column t: each output is one product
+    """256 tokens (two token tiles), token t is the one-hot vector of column t: each output is one product
     ``w[n, t] · a_t · gs``, no summation, so it must equal its fp32 value rounded once."""
     finite = [b for b in range(256) if b & 0x7F != 0x7F]
     scales = torch.tensor(finite + [0x01, 0x80], dtype=torch.uint8).view(1, 16, 16)  # 16 rows × 16 blocks, K=256
@@ -46,34 +47,63 @@ def test_every_scale_byte_and_code_decodes_exactly_in_the_prefill_kernel():
     assert torch.equal(z.cpu()[:, 0].view(torch.int16), expected.to(torch.bfloat16).view(torch.int16))
 
 
+def force_prefill(monkeypatch) -> list:
+    """Make the layer take the prefill kernel at every T; returns the list its calls append to."""
+    calls = []
+    real = launch.prefill_gemm
+    monkeypatch.setattr(launch, "prefill_selected", lambda *args: True)
+    monkeypatch.setattr(launch, "prefill_gemm", lambda *args: (calls.append(args[-1].shape), real(*args))[1])
+    return calls
+
+
 @pytest.mark.parametrize("groups, k, n", SHAPES)
 @pytest.mark.parametrize("activation_scale, source", MODES)
 def test_prefill_forward_matches_the_reference_layer(groups, k, n, activation_scale, source, monkeypatch):
-    """Token counts below, at and across the 256-token tile and the 128-row padding."""
+    """Token counts below, at and across the 128-token tile and the 128-row padding."""
     torch.backends.cuda.matmul.allow_tf32 = False
-    monkeypatch.setattr(launch, "prefill_selected", lambda *args: True)
+    assert launch.prefill_supported(groups, k, n)
+    calls = force_prefill(monkeypatch)
     layers = layers_for(groups, k, n, activation_scale, source, max_tokens=1100)
     for tokens in (17, 129, 256, 300, 1100):
-        assert launch.prefill_supported(groups, k, n)
         o = activations(tokens, groups, k, seed=tokens).view(tokens, groups * k // 512, 512)
         z = layers["cutedsl"](o).clone()
         ref = layers["reference"](o).clone()
         assert_within_summation_order(z, ref)
         again = layers["cutedsl"](o)
         assert torch.equal(z.view(torch.int16), again.view(torch.int16)), "not deterministic"
+    assert len(calls) == 2 * 5, "the layer did not run the prefill kernel"
+
+
+@pytest.mark.parametrize("heads", [1, 3])  # K = 64 (one stage: the weight ring's loads are clamped) and 192 (odd)
+def test_prefill_forward_with_few_k_stages_matches_the_reference_layer(heads, monkeypatch):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    calls = force_prefill(monkeypatch)
+    groups, d, n = 2, 64, 512
+    w = (torch.randn(groups, heads * d, n, generator=torch.Generator().manual_seed(heads)) / 8).to(torch.bfloat16)
+    layers = []
+    for backend in ("cutedsl", "reference"):
+        layer = Nvfp4GroupedLinear(groups, heads, d, n, max_num_tokens=300, device=CUDA, backend=backend,
+                                   activation_scale_source="dynamic", check_finite=False)
+        layer.set_bf16_weight(w.to(CUDA))
+        layer.finalize_weights()
+        layers.append(layer)
+    for tokens in (17, 130, 300):  # T <= 16 would take the decode kernel
+        o = activations(tokens, groups, heads * d, seed=tokens).view(tokens, groups * heads, d)
+        assert_within_summation_order(layers[0](o).clone(), layers[1](o).clone())
+    assert len(calls) == 3
 
 
 def test_prefill_forward_at_8192_tokens_matches_the_reference_layer():
     torch.backends.cuda.matmul.allow_tf32 = False
     groups, k, n, tokens = 8, 4096, 1024, 8192
-    assert launch.prefill_selected(tokens, groups, k, n, launch.multiprocessors(0))
+    assert launch.prefill_selected(tokens, groups, k, n, launch.multiprocessors(0))  # the layer's own choice
     layers = layers_for(groups, k, n, "per_group", "static", max_tokens=tokens)
     o = activations(tokens, groups, k, seed=3).view(tokens, groups * k // 512, 512)
     assert_within_summation_order(layers["cutedsl"](o).clone(), layers["reference"](o).clone())
 
 
 def test_prefill_forward_replays_in_a_cuda_graph_with_new_inputs(monkeypatch):
-    monkeypatch.setattr(launch, "prefill_selected", lambda *args: True)
+    calls = force_prefill(monkeypatch)
     groups, k, n, tokens = 8, 4096, 1024, 300
     layers = layers_for(groups, k, n, "per_group", "dynamic", max_tokens=tokens)
     layer = layers["cutedsl"]
@@ -84,12 +114,27 @@ def test_prefill_forward_replays_in_a_cuda_graph_with_new_inputs(monkeypatch):
         graph.replay()
         torch.cuda.synchronize()
         assert_within_summation_order(static_z, layers["reference"](static_o).clone())
+    assert calls, "the layer did not run the prefill kernel"
 
 
-def test_prefill_gemm_rejects_unsupported_shapes():
+def test_prefill_gemm_rejects_unsupported_operands():
     a = torch.zeros(128, 32, dtype=torch.uint8, device=CUDA)
     s = torch.zeros(128, 4, dtype=torch.uint8, device=CUDA)
     one = torch.ones(1, device=CUDA)
     words = torch.zeros(1, dtype=torch.int32, device=CUDA)
     with pytest.raises(ValueError, match="N=64"):
         launch.prefill_gemm(a, s, words, words, one, one, torch.empty(8, 1, 64, dtype=torch.bfloat16, device=CUDA))
+    n = 256
+    a = torch.zeros(256, 128, dtype=torch.uint8, device=CUDA)
+    s = torch.zeros(256, 16, dtype=torch.uint8, device=CUDA)
+    words, scale_bytes = pack_decode_weights(torch.zeros(1, n, 128, dtype=torch.uint8, device=CUDA),
+                                             torch.zeros(1, n, 16, dtype=torch.uint8, device=CUDA).view(torch.float8_e4m3fn))
+    z = torch.empty(130, 1, n, dtype=torch.bfloat16, device=CUDA)
+    with pytest.raises(ValueError, match="Mp a multiple of 128"):  # 130 rows per group: not the quantizer's padding
+        launch.prefill_gemm(a[:130], s[:130], words, scale_bytes, one, one, z)
+    with pytest.raises(ValueError, match="a_scales must be"):
+        launch.prefill_gemm(a, s[:, :8], words, scale_bytes, one, one, z)
+    with pytest.raises(ValueError, match="out must be"):
+        launch.prefill_gemm(a, s, words, scale_bytes, one, one, z.float())
+    with pytest.raises(ValueError, match="words must be contiguous"):
+        launch.prefill_gemm(a, s, words.transpose(3, 4).contiguous().transpose(3, 4), scale_bytes, one, one, z)
