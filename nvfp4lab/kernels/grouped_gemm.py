@@ -110,6 +110,22 @@ def issue_stage(atom, cfg: cutlass.Constexpr, tidx: Int32, k_tile: Int32, slot: 
 
 
 @cute.jit
+def decode_chunk(words, scale_bytes: cute.Tensor, scale_base, destination: cute.Tensor):
+    """One 16-byte chunk of packed codes (``words``: 4 uint32, 32 codes) whose two 16-element
+    blocks have their E4M3 scales at ``scale_bytes[scale_base]`` and ``[scale_base + 1]`` ->
+    32 bf16 ``e2m1·s·2^-9`` (exact) stored into ``destination``."""
+    decoded = cute.make_rmem_tensor((16,), Uint32)
+    for half in cutlass.range_constexpr(2):
+        scale = f32_from_e4m3_byte(Uint32(scale_bytes[scale_base + half]))
+        scale_pair = bf16x2_splat_from_f32(scale * Float32(SCALE_PRE))
+        for w in cutlass.range_constexpr(2):
+            pairs = decode_word_bf16x2(words[half * 2 + w], scale_pair)
+            for p in cutlass.range_constexpr(4):
+                decoded[(half * 2 + w) * 4 + p] = pairs[p]
+    cute.autovec_copy(cute.recast_tensor(decoded, BFloat16), destination)
+
+
+@cute.jit
 def decode_operand(cfg_rows: cutlass.Constexpr, threads: cutlass.Constexpr, tidx: Int32, slot: Int32,
                    raw: cute.Tensor, raw_scales_bytes: cute.Tensor, tile_row0: Int32,
                    smem: cute.Tensor, stage: Int32, live_rows: Int32):
@@ -127,17 +143,7 @@ def decode_operand(cfg_rows: cutlass.Constexpr, threads: cutlass.Constexpr, tidx
                                      cute.make_layout(4)).load()
             row_in_tile = tile_row0 + r
             scale_base = slot * (SCALE_TILE_WORDS * 4) + (row_in_tile % 32) * 16 + (row_in_tile // 32) * 4 + q * 2
-            decoded = cute.make_rmem_tensor((16,), Uint32)
-            for half in cutlass.range_constexpr(2):
-                scale = f32_from_e4m3_byte(Uint32(raw_scales_bytes[scale_base + half]))
-                scale_pair = bf16x2_splat_from_f32(scale * Float32(SCALE_PRE))
-                for w in cutlass.range_constexpr(2):
-                    pairs = decode_word_bf16x2(words[half * 2 + w], scale_pair)
-                    for p in cutlass.range_constexpr(4):
-                        decoded[(half * 2 + w) * 4 + p] = pairs[p]
-            values = cute.recast_tensor(decoded, BFloat16)
-            destination = cute.local_tile(smem[r, None, stage], (32,), (q,))
-            cute.autovec_copy(values, destination)
+            decode_chunk(words, raw_scales_bytes, scale_base, cute.local_tile(smem[r, None, stage], (32,), (q,)))
 
 
 @cute.jit

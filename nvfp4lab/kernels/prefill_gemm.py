@@ -46,10 +46,9 @@ from cutlass.cute.nvgpu import OperandMajorMode, warpgroup
 from cutlass.tensor_utils import LayoutEnum
 
 from nvfp4lab.kernels._memory import vector_at
-from nvfp4lab.kernels._ptx import bf16x2_splat_from_f32, decode_word_bf16x2, f32_from_e4m3_byte
 from nvfp4lab.kernels.decode_gemm import decode_fragment, scale_multipliers
 from nvfp4lab.kernels.decode_layout import K_CHUNK
-from nvfp4lab.kernels.grouped_gemm import ALPHA_POST, SCALE_PRE, async_copy_atom, copy_chunk
+from nvfp4lab.kernels.grouped_gemm import ALPHA_POST, async_copy_atom, copy_chunk, decode_chunk
 
 M_BLOCKS = 2  # 128-channel blocks per CTA: the consumer schedule below needs exactly 2 (one block with
 # 256-token tiles, measured 10 % slower on the H200: twice the x decode per MAC, was not kept)
@@ -115,16 +114,7 @@ def decode_x_stage(ptid: Int32, slot: Int32, raw: cute.Tensor, raw_scale_bytes: 
             words = cute.make_tensor(raw.iterator + slot * RAW_WORDS + chunk * 4, cute.make_layout(4)).load()
             scale_base = (slot * RAW_SCALE_WORDS * 4 + band * SCALE_TILE_WORDS * 4 + (row % 32) * 16
                           + ((row % 128) // 32) * 4 + q * 2)
-            decoded = cute.make_rmem_tensor((16,), Uint32)
-            for half in cutlass.range_constexpr(2):
-                scale = f32_from_e4m3_byte(Uint32(raw_scale_bytes[scale_base + half]))
-                scale_pair = bf16x2_splat_from_f32(scale * Float32(SCALE_PRE))
-                for w in cutlass.range_constexpr(2):
-                    pairs = decode_word_bf16x2(words[half * 2 + w], scale_pair)
-                    for p in cutlass.range_constexpr(4):
-                        decoded[(half * 2 + w) * 4 + p] = pairs[p]
-            destination = cute.local_tile(sx[row, None, stage], (32,), (q,))
-            cute.autovec_copy(cute.recast_tensor(decoded, BFloat16), destination)
+            decode_chunk(words, raw_scale_bytes, scale_base, cute.local_tile(sx[row, None, stage], (32,), (q,)))
 
 
 @cute.jit

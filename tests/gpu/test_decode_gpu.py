@@ -10,7 +10,7 @@ from nvfp4lab.formats import e2m1_float_from_code, e4m3_float_from_byte, pack_e2
 from nvfp4lab.kernels import launch
 from nvfp4lab.kernels.decode_layout import pack_decode_weights
 
-from test_kernels_gpu import CUDA, SHAPES, activations, assert_within_summation_order, capture_graph
+from test_kernels_gpu import CUDA, SHAPES, activations, assert_replays_with_new_inputs, assert_within_summation_order
 
 MODES = [("shared", "static"), ("per_group", "dynamic"), ("per_group", "static"), ("shared", "dynamic")]
 
@@ -70,12 +70,5 @@ def test_decode_forward_matches_the_reference_layer(groups, k, n, activation_sca
 def test_decode_forward_replays_in_a_cuda_graph_with_new_inputs(tokens):
     groups, k, n = 8, 4096, 1024
     layers = layers_for(groups, k, n, "per_group", "dynamic")
-    layer = layers["cutedsl"]
-    static_o = activations(tokens, groups, k, seed=1).view(tokens, groups * 8, 512).clone()
-    graph, static_z = capture_graph(lambda: layer(static_o))
-    for seed in range(4):
-        static_o.copy_(activations(tokens, groups, k, seed=50 + seed).view(tokens, groups * 8, 512))
-        graph.replay()
-        torch.cuda.synchronize()
-        assert_within_summation_order(static_z, layers["reference"](static_o).clone())
-    assert int(layer._decode_counters.abs().sum()) == 0  # every launch leaves its counters at zero
+    assert_replays_with_new_inputs(layers["cutedsl"], layers["reference"], tokens, groups, k, seeds=range(50, 54))
+    assert int(layers["cutedsl"]._decode_counters.abs().sum()) == 0  # every launch leaves its counters at zero

@@ -130,6 +130,18 @@ def capture_graph(call):
     return graph, out
 
 
+def assert_replays_with_new_inputs(layer, reference, tokens, groups, k, seeds):
+    """Capture ``layer``'s forward on a static ``o (T, G·K/512, 512)`` in a CUDA graph, then for
+    each seed copy new activations into ``o``, replay, and compare with ``reference``'s forward."""
+    static_o = activations(tokens, groups, k, seed=1).view(tokens, groups * k // 512, 512).clone()
+    graph, static_z = capture_graph(lambda: layer(static_o))
+    for seed in seeds:
+        static_o.copy_(activations(tokens, groups, k, seed=seed).view(tokens, groups * k // 512, 512))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert_within_summation_order(static_z, reference(static_o).clone())
+
+
 def assert_within_summation_order(out, ref):
     """Relative Frobenius error < 2e-3 and every element within 2 bf16 ulps of the
     reference (ulp of the larger of |ref| and 2^-10·rms, so cancellations to ~0 do not

@@ -14,7 +14,7 @@ from nvfp4lab.kernels.decode_layout import pack_decode_weights
 from nvfp4lab.layouts import ROW_TILE, round_up
 
 from test_decode_gpu import MODES, layers_for
-from test_kernels_gpu import CUDA, SHAPES, activations, assert_within_summation_order, capture_graph
+from test_kernels_gpu import CUDA, SHAPES, activations, assert_replays_with_new_inputs, assert_within_summation_order
 
 
 def test_every_scale_byte_and_code_decodes_exactly_in_the_prefill_kernel():
@@ -106,14 +106,7 @@ def test_prefill_forward_replays_in_a_cuda_graph_with_new_inputs(monkeypatch):
     calls = force_prefill(monkeypatch)
     groups, k, n, tokens = 8, 4096, 1024, 300
     layers = layers_for(groups, k, n, "per_group", "dynamic", max_tokens=tokens)
-    layer = layers["cutedsl"]
-    static_o = activations(tokens, groups, k, seed=1).view(tokens, groups * 8, 512).clone()
-    graph, static_z = capture_graph(lambda: layer(static_o))
-    for seed in range(3):
-        static_o.copy_(activations(tokens, groups, k, seed=70 + seed).view(tokens, groups * 8, 512))
-        graph.replay()
-        torch.cuda.synchronize()
-        assert_within_summation_order(static_z, layers["reference"](static_o).clone())
+    assert_replays_with_new_inputs(layers["cutedsl"], layers["reference"], tokens, groups, k, seeds=range(70, 73))
     assert calls, "the layer did not run the prefill kernel"
 
 
