@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from nvfp4lab.bench import SHAPES, Problem, copies_for, time_graph
-from nvfp4lab.kernels import launch
+from nvfp4lab.kernels import gpu_supported, launch
 from nvfp4lab.kernels.decode_layout import pack_decode_weights
 from nvfp4lab.quantize import quantize_nvfp4
 
@@ -46,8 +47,14 @@ def time_point(groups: int, k: int, n: int, tokens: int) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="markdown file to write (default: stdout)")
-    parser.add_argument("--tokens", type=int, nargs="*", default=TOKENS)
+    parser.add_argument("--tokens", type=int, nargs="+", default=TOKENS, help="token counts T (positive)")
     args = parser.parse_args(argv)
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        parser.error(f"--out: folder {Path(args.out).resolve().parent} does not exist")
+    if not gpu_supported(torch.device("cuda")):
+        parser.error("needs a CUDA GPU with compute capability >= 9.0 and CuTeDSL (nvidia-cutlass-dsl)")
+    if min(args.tokens) < 1:
+        parser.error(f"--tokens must be positive, got {args.tokens}")
     card = torch.cuda.get_device_name()
     lines = [f"# Prefill GEMM paths on {card}", "",
              "µs per call (CUDA graphs, weights rotated beyond L2); ratios are bf16 time / time.", "",
