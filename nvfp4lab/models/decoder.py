@@ -11,8 +11,11 @@ is the attention output right before the projection (heads contiguous, head h at
 Per layer: Llama/Qwen2 ``x += o_proj(attn(rms(x)))``, ``x += down(silu(gate(rms(x)))·up(rms(x)))``;
 Gemma 3 ``x += post_norm(o_proj(attn(rms(x))))``, ``x += post_ffw_norm(down(gelu_tanh(gate)·up))``,
 with per-head q/k RMS norms, embeddings × √hidden, local layers on a sliding window with RoPE
-base 10⁴, global layers with the file's base. Attention is causal, rotate-half RoPE, grouped
-KV heads; scores are ``q kᵀ / √head_dim``.
+base 10⁴, global layers with the file's base. Qwen2 adds biases to q, k and v. Attention is
+causal, rotate-half RoPE with angle ``position · inverse_frequency`` (per layer, including the
+file's linear scaling and ``rope_freqs`` factors: :meth:`Config.inverse_frequencies`), grouped KV
+heads; scores are ``q kᵀ / √head_dim``; on a sliding-window layer with window ``W`` query ``t``
+sees keys ``s`` with ``t − W < s ≤ t`` (:func:`attention_mask`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,16 @@ def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * weight
 
 
+def attention_mask(length: int, window: int | None, device="cpu") -> torch.Tensor:
+    """``(length, length)`` bool, True where query ``t`` may attend to key ``s``: ``s ≤ t``,
+    and ``t − s < window`` on a sliding-window layer."""
+    position = torch.arange(length, device=device)
+    allowed = position[None, :] <= position[:, None]
+    if window is not None:
+        allowed &= position[:, None] - position[None, :] < window
+    return allowed
+
+
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
@@ -51,7 +64,7 @@ class Decoder:
         self.device = torch.device(device)
         self.dtype = dtype
         self.w = {k: v.to(self.device, dtype) for k, v in weights.items()}
-        self._rope_cache: dict[tuple[float, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._rope_cache: dict[tuple[bytes, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
     def from_gguf(cls, path: str | Path, device="cpu", dtype=torch.float32) -> Decoder:
@@ -62,13 +75,13 @@ class Decoder:
         """``(hidden, heads·head_dim)``: the output projection of ``layer``."""
         return self.w[f"blk.{layer}.attn_output.weight"]
 
-    def _cos_sin(self, base: float, length: int):
-        key = (base, length)
+    def _cos_sin(self, layer: int, length: int):
+        """``cos, sin (length, head_dim)`` of the angles ``position · inverse_frequency`` of ``layer``."""
+        inverse = self.config.inverse_frequencies(layer)
+        key = (inverse.numpy().tobytes(), length)
         if key not in self._rope_cache:
-            dim = self.config.head_dim
-            inv = 1.0 / base ** (torch.arange(0, dim, 2, dtype=torch.float64, device=self.device) / dim)
-            angles = torch.arange(length, dtype=torch.float64, device=self.device)[:, None] * inv[None]
-            angles = torch.cat((angles, angles), dim=-1)
+            angles = torch.arange(length, dtype=torch.float64)[:, None] * inverse[None]
+            angles = torch.cat((angles, angles), dim=-1).to(self.device)
             self._rope_cache[key] = (angles.cos().to(self.dtype), angles.sin().to(self.dtype))
         return self._rope_cache[key]
 
@@ -93,16 +106,12 @@ class Decoder:
         if c.architecture == "gemma3":
             q = _rms(q, self.w[f"blk.{layer}.attn_q_norm.weight"], c.rms_eps)
             k = _rms(k, self.w[f"blk.{layer}.attn_k_norm.weight"], c.rms_eps)
-        cos, sin = self._cos_sin(c.rope_base_of(layer), s)
+        cos, sin = self._cos_sin(layer, s)
         q, k = _rope(q, cos, sin), _rope(k, cos, sin)
         repeat = c.heads // c.kv_heads
         k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
         scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(c.head_dim)
-        position = torch.arange(s, device=self.device)
-        allowed = position[None, :] <= position[:, None]
-        window = c.window_of(layer)
-        if window is not None:
-            allowed &= position[:, None] - position[None, :] < window
+        allowed = attention_mask(s, c.window_of(layer), self.device)
         probabilities = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
         if stats is not None:  # attention sinks: the mean weight the queries (after the first) put on position 0
             stats.setdefault("first_token_attention", []).append(float(probabilities[:, :, 1:, 0].mean()))
