@@ -19,8 +19,13 @@ text (by default the two parts of :mod:`.corpus`, which never overlap), and:
    weight on position 0 (attention sinks).
 
 Sequences are consecutive ``seq_len``-token windows (a BOS prepended when the file asks for
-one); every position but the last predicts the next token. Results are cached per process.
-The weights are the GGUF file's (already 4-bit: Q4_1 / Q4_K); the activations are real.
+one); every position but the last predicts the next token. Each window is one forward call:
+dynamic scales are the amax of that window's tokens (never of the batch it happens to run in),
+so the results do not depend on ``batch_sequences`` beyond float rounding. The per-window sums
+of every recipe are kept: they are the units of the 95 % intervals (:mod:`.intervals`).
+Results are cached per process (:func:`cached_evaluation`). The weights are the GGUF file's
+own (SmolLM2: Q4_1, Gemma 3: Q4_K, Qwen2.5-Coder: Q5_0 o_proj; :attr:`ModelEvaluation.weight_type`):
+W4A4 rows re-quantize them to NVFP4, W16A4 rows keep them; the activations are real.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -36,7 +42,7 @@ import torch
 from tqdm import tqdm
 
 from nvfp4lab.evaluation import jobs
-from nvfp4lab.models import corpus, tokenizer
+from nvfp4lab.models import corpus, packaged, tokenizer
 from nvfp4lab.models.decoder import Decoder
 from nvfp4lab.models.projection import LayerWeights, Recipe, RecipeProjection, all_recipes, check_groups
 
@@ -47,12 +53,31 @@ CHARS_PER_TOKEN_GUESS = 8  # tokenize only a prefix of a long text: enough for t
 
 @dataclass
 class Row:
+    """One recipe's results on the held-out windows. ``window_*`` are per-window **sums**
+    over the window's predictions (``ModelEvaluation.window_positions`` of them) of the
+    negative log-likelihood of the next token, KL(bf16 ‖ recipe) and top-1 agreement with
+    bf16: the units the intervals resample (:mod:`nvfp4lab.models.intervals`)."""
+
     recipe: str
     mode: str
     perplexity: float
     kl: float
     top1_agreement: float
     layer_sqnr_db: list[float]
+    operands: str = "-"  # "-" (a baseline), "W4A4" or "W16A4"
+    window_nll: list[float] = field(default_factory=list)
+    window_kl: list[float] = field(default_factory=list)
+    window_top1: list[float] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        if self.mode == "-":
+            return self.recipe
+        return f"{self.recipe} | {self.mode}" + ("" if self.operands == "W4A4" else f" | {self.operands}")
+
+    @property
+    def is_nvfp4(self) -> bool:
+        return self.operands in ("W4A4", "W16A4")
 
     @property
     def mean_layer_sqnr_db(self) -> float:
@@ -76,9 +101,19 @@ class ModelEvaluation:
     outliers_at_first_position: list[float]
     first_token_attention: list[float]
     notes: list[str] = field(default_factory=list)
+    window_positions: list[int] = field(default_factory=list)  # predictions per held-out window
+    sensitivity_window_kl: list[list[float]] = field(default_factory=list)  # (layers, windows) KL sums
+    text: str = "kjv"  # the held-out text
+    calibration_text: str = "kjv"  # the text the static scales were calibrated on
+    weight_type: str = ""  # the GGUF storage type of the o_proj weights (e.g. Q4_1)
 
-    def row(self, recipe: str, mode: str = "-") -> Row:
-        return next(r for r in self.rows if r.recipe == recipe and r.mode == mode)
+    def row(self, recipe: str, mode: str = "-", operands: str | None = None) -> Row:
+        """The row of ``recipe`` and ``mode``; NVFP4 rows default to W4A4."""
+        operands = operands or ("-" if mode == "-" else "W4A4")
+        try:
+            return next(r for r in self.rows if (r.recipe, r.mode, r.operands) == (recipe, mode, operands))
+        except StopIteration:
+            raise KeyError(f"no row {recipe!r} | {mode!r} | {operands!r} in the evaluation of {self.model}") from None
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -97,24 +132,37 @@ def token_windows(path, text: str, tokens: int, seq_len: int, what: str) -> torc
     return torch.tensor(ids[: tokens // seq_len * seq_len], dtype=torch.int64).view(-1, seq_len)
 
 
-def _compare(reference_logp: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Sums of (−log p(target), KL(ref ‖ this), top-1 agreement) over the positions."""
+def compare(reference_logp: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-sequence sums ``(B, 3)`` float64 on the CPU of (−log p(target), KL(ref ‖ this),
+    top-1 agreement) over the predictions.
+
+    ``reference_logp (B, S−1, V)``: the bf16 model's log-probabilities of the next token at
+    positions ``0 … S−2``; ``logits (B, S, V)``: this recipe's logits at every position (the
+    last predicts past the window and is dropped); ``targets (B, S−1)``: the tokens at
+    positions ``1 … S−1``, i.e. ``ids[:, 1:]``. KL(ref ‖ q) = Σ_v p_ref(v)·(log p_ref(v) − log q(v))."""
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    nll = -logp.gather(-1, targets[..., None]).sum()
-    kl = (reference_logp.exp() * (reference_logp - logp)).sum()
-    agree = (reference_logp.argmax(-1) == logp.argmax(-1)).sum()
-    return torch.stack((nll.double().cpu(), kl.double().cpu(), agree.double().cpu()))
+    nll = -logp.gather(-1, targets[..., None])[..., 0].sum(-1)
+    kl = (reference_logp.exp() * (reference_logp - logp)).sum(dim=(-1, -2))
+    agree = (reference_logp.argmax(-1) == logp.argmax(-1)).sum(-1)
+    return torch.stack((nll.double(), kl.double(), agree.double()), dim=-1).cpu()
+
+
+def scale_key(recipe: Recipe) -> tuple[str, str]:
+    """Static scales belong to a calibration recipe and mode, whatever the weights are."""
+    return recipe.name, recipe.mode
 
 
 def _calibrate(decoder: Decoder, weights: LayerWeights, windows: torch.Tensor, batch: int, recipes, progress):
     """Capture the bf16 model's attention outputs on the calibration windows; return the
-    static scales ``{recipe label: {layer: (G,)}}`` and the activation statistics."""
-    layers, groups = decoder.config.layers, weights.groups
+    static scales ``{recipe label: {layer: (G,)}}`` (also under each recipe's
+    :func:`scale_key`) and the activation statistics."""
+    layers = decoder.config.layers
     captured: list[list[torch.Tensor]] = [[] for _ in range(layers)]
     bf16 = RecipeProjection(Recipe("bf16", "-"), weights, measure=False)
+    groups = weights.groups
 
     def capture(layer, o, w):
-        captured[layer].append(o.reshape(o.shape[0], groups, -1).float().cpu())
+        captured[layer].append(o.reshape(o.shape[0], groups, -1).float())  # stays on the model's device
         return bf16(layer, o, w)
 
     seq_full = None
@@ -122,16 +170,18 @@ def _calibrate(decoder: Decoder, weights: LayerWeights, windows: torch.Tensor, b
         ids = decoder.with_bos(windows[start : start + batch])
         seq_full = ids.shape[1]
         decoder.hidden_states(ids, capture)
-    static: dict[str, dict[int, torch.Tensor]] = {r.label: {} for r in recipes if r.job is not None and r.job.factory}
+    static: dict = {}
+    for recipe in recipes:
+        if recipe.job is not None and recipe.job.factory:
+            static.setdefault(scale_key(recipe), {})
+            static[recipe.label] = static[scale_key(recipe)]
     spread, ratio, at_first = [], [], []
-    for layer in tqdm(range(layers), desc="calibrating static scales", disable=not progress):
+    for layer in tqdm(range(layers), desc="calibrating static scales", disable=not progress, leave=False):
         x = torch.cat(captured[layer])  # (T, G, K)
         by_key = {(j.label, j.mode.name): j for j in jobs(weights.grouped(layer))}
-        for recipe in recipes:
-            if recipe.label in static:
-                job = by_key[(recipe.name, recipe.mode)]
-                static[recipe.label][layer] = job.calibrate(x[s : s + CALIBRATION_BATCH_TOKENS]
-                                                            for s in range(0, x.shape[0], CALIBRATION_BATCH_TOKENS))
+        for key in {scale_key(r) for r in recipes if scale_key(r) in static}:
+            static[key][layer] = by_key[key].calibrate(x[s : s + CALIBRATION_BATCH_TOKENS]
+                                                       for s in range(0, x.shape[0], CALIBRATION_BATCH_TOKENS))
         group_amax = x.abs().amax(dim=(0, 2))
         spread.append(float(torch.log10(group_amax.max() / group_amax.min().clamp_min(1e-30))))
         token_amax = x.abs().amax(dim=(1, 2))
@@ -146,10 +196,14 @@ def _calibrate(decoder: Decoder, weights: LayerWeights, windows: torch.Tensor, b
 def evaluate_model(path: str | Path, *, groups: int, tokens: int, calibration_tokens: int | None = None,
                    seq_len: int = 128, batch_sequences: int = 2, device: str | None = None,
                    dtype: torch.dtype = torch.float32, texts: tuple[str, str] | None = None,
-                   sensitivity: bool = True, include_mse: bool = True, progress: bool = True) -> ModelEvaluation:
+                   sensitivity: bool = True, include_mse: bool = True, activation_only: bool = True,
+                   progress: bool = True, text_names: tuple[str, str] = ("kjv", "kjv")) -> ModelEvaluation:
     """Evaluate every recipe on the decoder LM in the GGUF file ``path`` with ``groups``
-    head groups, on ``tokens`` held-out tokens (calibrating on ``calibration_tokens``,
-    default ``tokens``). ``texts = (calibration, held_out)`` defaults to :mod:`.corpus`."""
+    head groups, on ``tokens`` held-out tokens in windows of ``seq_len`` (calibrating on
+    ``calibration_tokens``, default ``tokens``). ``texts = (calibration, held_out)``
+    defaults to the KJV parts of :mod:`.corpus`; ``text_names`` names them in the result.
+    Every recipe runs on the same held-out windows; per window the sums of NLL, KL and top-1
+    are kept (the units of the intervals)."""
     if tokens < 2:
         raise ValueError(f"tokens must be at least 2; got {tokens}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -161,54 +215,89 @@ def evaluate_model(path: str | Path, *, groups: int, tokens: int, calibration_to
     calibration_text, held_out_text = texts or (corpus.calibration_text(), corpus.held_out_text())
     calibration = token_windows(path, calibration_text, calibration_tokens, seq_len, "calibration")
     held_out = token_windows(path, held_out_text, tokens, seq_len, "held-out")
-    recipes = all_recipes(include_mse)
+    recipes = all_recipes(include_mse, activation_only)
     static, spread, ratio, at_first = _calibrate(decoder, weights, calibration, batch_sequences, recipes, progress)
 
-    projections = {r.label: RecipeProjection(r, weights, static.get(r.label)) for r in recipes}
-    sensitivity_recipe = next(r for r in recipes if (r.name, r.mode) == SENSITIVITY_RECIPE)
+    call_tokens = decoder.with_bos(held_out[:1]).shape[1]  # one window is one forward call: its own dynamic amax
+    projections = {r.label: RecipeProjection(r, weights, static.get(scale_key(r)), call_tokens=call_tokens)
+                   for r in recipes}
+    sensitivity_recipe = next(r for r in recipes if (r.name, r.mode, r.operands) == (*SENSITIVITY_RECIPE, "W4A4"))
     layers = decoder.config.layers
-    totals = {r.label: torch.zeros(3, dtype=torch.float64) for r in recipes}
-    sensitivity_kl = torch.zeros(layers, dtype=torch.float64)
-    positions, stats = 0, {}
+    per_window = {r.label: [] for r in recipes}  # [(B, 3)] per batch
+    sensitivity_kl: list[list[torch.Tensor]] = [[] for _ in range(layers)]
+    window_positions: list[int] = []
+    stats: dict = {}
     batches = range(0, held_out.shape[0], batch_sequences)
     steps = len(batches) * (len(recipes) + (layers if sensitivity else 0))
-    bar = tqdm(total=steps, desc=f"{decoder.config.name}: recipes × held-out batches", disable=not progress)
+    bar = tqdm(total=steps, desc=f"{decoder.config.name}: recipes × held-out batches", disable=not progress, leave=False)
     for start in batches:
         ids = decoder.with_bos(held_out[start : start + batch_sequences]).to(decoder.device)
         targets = ids[:, 1:]
         states = decoder.hidden_states(ids, projections["bf16"], stats=stats)
         reference_logp = torch.log_softmax(decoder.head(states[-1])[:, :-1], dim=-1)
-        positions += targets.numel()
+        window_positions += [targets.shape[1]] * targets.shape[0]
         for recipe in recipes:
             logits = decoder.head(states[-1]) if recipe.name == "bf16" else decoder.logits(ids, projections[recipe.label])
-            totals[recipe.label] += _compare(reference_logp, logits, targets)
+            per_window[recipe.label].append(compare(reference_logp, logits, targets))
             bar.update()
         if sensitivity:
             for layer in range(layers):
-                one = RecipeProjection(sensitivity_recipe, weights, static.get(sensitivity_recipe.label), layers=[layer],
-                                       measure=False)
+                one = RecipeProjection(sensitivity_recipe, weights, static.get(scale_key(sensitivity_recipe)),
+                                       layers=[layer], measure=False, call_tokens=call_tokens)
                 logits = decoder.logits(ids, one, start=layer, x=states[layer])
-                sensitivity_kl[layer] += _compare(reference_logp, logits, targets)[1]
+                sensitivity_kl[layer].append(compare(reference_logp, logits, targets)[:, 1])
                 bar.update()
     bar.close()
-    rows = [Row(r.name, r.mode, math.exp(totals[r.label][0] / positions), float(totals[r.label][1] / positions),
-                float(totals[r.label][2] / positions), projections[r.label].sqnr_db()) for r in recipes]
+    positions = sum(window_positions)
+    rows = []
+    for r in recipes:
+        sums = torch.cat(per_window[r.label])  # (windows, 3)
+        total = sums.sum(0)
+        rows.append(Row(r.name, r.mode, math.exp(total[0] / positions), float(total[1] / positions),
+                        float(total[2] / positions), projections[r.label].sqnr_db(), r.operands if r.is_nvfp4 else "-",
+                        sums[:, 0].tolist(), sums[:, 1].tolist(), sums[:, 2].tolist()))
+    sensitivity_windows = [torch.cat(kl).tolist() for kl in sensitivity_kl] if sensitivity else []
     attention = stats.get("first_token_attention", [])
     first_attention = [sum(attention[i::layers]) / len(attention[i::layers]) for i in range(layers)] if attention else []
-    return ModelEvaluation(
-        model=decoder.config.name, architecture=decoder.config.architecture, heads=decoder.config.heads,
-        groups=groups, tokens=positions, calibration_tokens=int(calibration.numel()), seq_len=seq_len, rows=rows,
-        sensitivity_recipe=f"{sensitivity_recipe.name} | {sensitivity_recipe.mode}",
-        sensitivity_kl=(sensitivity_kl / positions).tolist() if sensitivity else [],
+    weight_type = "/".join(packaged.weight_types(path))
+    evaluation = ModelEvaluation(
+        model=model_name(path, decoder.config.name), architecture=decoder.config.architecture,
+        heads=decoder.config.heads, groups=groups, tokens=positions, calibration_tokens=int(calibration.numel()),
+        seq_len=seq_len, rows=rows, sensitivity_recipe=f"{sensitivity_recipe.name} | {sensitivity_recipe.mode}",
+        sensitivity_kl=[sum(kl) / positions for kl in sensitivity_windows],
         group_spread_decades=spread, outlier_token_ratio=ratio, outliers_at_first_position=at_first,
         first_token_attention=first_attention,
-        notes=["weights are the GGUF file's (already 4-bit quantized); activations are real"],
+        notes=[f"weights are the GGUF file's ({weight_type or 'storage type unknown'} o_proj); activations are real"],
+        window_positions=window_positions, sensitivity_window_kl=sensitivity_windows,
+        text=text_names[1], calibration_text=text_names[0], weight_type=weight_type,
     )
+    # the calibrated scales, for an export of the chosen recipe (not a field: not serialized)
+    evaluation.static_scales = {r.label: static[scale_key(r)] for r in recipes if scale_key(r) in static}
+    return evaluation
 
 
-FAST = {"model": "smollm2", "groups": 3, "tokens": 256, "calibration_tokens": 512, "seq_len": 128, "include_mse": False}
-FULL = ({"model": "smollm2", "groups": 3, "tokens": 8192, "calibration_tokens": 2048, "seq_len": 512, "include_mse": True},
-        {"model": "gemma3", "groups": 2, "tokens": 8192, "calibration_tokens": 2048, "seq_len": 512, "include_mse": True})
+def model_name(path, fallback: str) -> str:
+    """The packaged model's display name when ``path`` is one, else the file's own name."""
+    return packaged.display_name_of_path(path) or fallback
+
+
+#: fast mode: SmolLM2 on the KJV, 1008 held-out predictions in 16 windows of 64 (the units
+#: of the intervals), static scales calibrated on 512 other tokens, MSE recipes left out.
+FAST = {"model": "smollm2", "groups": 3, "tokens": 1024, "calibration_tokens": 512, "seq_len": 64,
+        "include_mse": False, "text": "kjv", "calibration_text": "kjv", "batch_sequences": 4}
+#: full mode (a GPU): three models × three texts, 8192 held-out tokens in 32 windows of 256;
+#: the W16A4 rows and the per-layer sensitivity on the KJV only (a GPU's time is lent by the minute).
+FULL_MODELS = (("smollm2", 3), ("gemma3", 2), ("qwen2coder", 7))
+FULL_TEXTS = ("kjv", "code", "prose")
+FULL = tuple({"model": model, "groups": groups, "tokens": 8192, "calibration_tokens": 2048, "seq_len": 256,
+              "include_mse": True, "text": text, "calibration_text": text, "batch_sequences": 16,
+              "sensitivity": text == "kjv", "activation_only": text == "kjv"}
+             for text in FULL_TEXTS for model, groups in FULL_MODELS)
+#: the cross-text experiment: static scales calibrated on the KJV, evaluated on the other texts
+#: (compared, on the same held-out windows, with scales calibrated on the held-out text's own
+#: calibration part).
+CROSS_TEXT = tuple({**config, "calibration_text": "kjv", "sensitivity": False, "activation_only": False}
+                   for config in FULL if config["text"] != "kjv")
 CACHE = Path(__file__).resolve().parents[2] / "data" / "generated" / "decoder-evaluations"
 
 
@@ -234,22 +323,37 @@ def from_dict(record: dict) -> ModelEvaluation:
     return ModelEvaluation(**record)
 
 
-@lru_cache(maxsize=4)
+def text_parts(calibration_text: str, text: str) -> tuple[str, str]:
+    """The calibration part of ``calibration_text`` and the held-out part of ``text`` (names of
+    :data:`nvfp4lab.models.corpus.TEXTS`)."""
+    return corpus.calibration_text(calibration_text), corpus.held_out_text(text)
+
+
+@lru_cache(maxsize=16)
 def cached_evaluation(model: str, groups: int, tokens: int, calibration_tokens: int, seq_len: int,
-                      include_mse: bool) -> ModelEvaluation:
-    """:func:`evaluate_model` of a packaged model (``"smollm2"``, ``"gemma3"``) on the corpus,
-    computed once per process and stored under ``data/generated/decoder-evaluations/`` (keyed by
-    the arguments and a hash of nvfp4lab's source), so the notebook, the findings and their
-    tests share one computation."""
+                      include_mse: bool, text: str = "kjv", calibration_text: str = "kjv",
+                      sensitivity: bool = True, activation_only: bool = True,
+                      batch_sequences: int = 4) -> ModelEvaluation:
+    """:func:`evaluate_model` of a packaged model (:data:`nvfp4lab.models.packaged.MODELS`) on
+    the corpus texts, computed once per process and stored under
+    ``data/generated/decoder-evaluations/`` (keyed by the arguments and a hash of nvfp4lab's
+    source), so the notebook, the findings and their tests share one computation.
+    ``NVFP4LAB_BATCH_SEQUENCES`` overrides ``batch_sequences`` (windows per forward pass): a
+    different grouping reorders float sums, which is how tests/findings' tolerances were
+    measured."""
     from nvfp4lab.models.packaged import path_of
 
-    key = hashlib.sha256(json.dumps([model, groups, tokens, calibration_tokens, seq_len, include_mse,
-                                     _code_version()]).encode()).hexdigest()[:20]
+    batch_sequences = int(os.environ.get("NVFP4LAB_BATCH_SEQUENCES", batch_sequences))
+    arguments = [model, groups, tokens, calibration_tokens, seq_len, include_mse, text, calibration_text,
+                 sensitivity, activation_only, batch_sequences, _code_version()]
+    key = hashlib.sha256(json.dumps(arguments).encode()).hexdigest()[:20]
     stored = CACHE / f"{model}-{key}.json"
     if stored.is_file():
         return from_dict(json.loads(stored.read_text()))
     result = evaluate_model(path_of(model), groups=groups, tokens=tokens, calibration_tokens=calibration_tokens,
-                            seq_len=seq_len, include_mse=include_mse)
+                            seq_len=seq_len, include_mse=include_mse, texts=text_parts(calibration_text, text),
+                            text_names=(calibration_text, text), sensitivity=sensitivity,
+                            activation_only=activation_only, batch_sequences=batch_sequences)
     CACHE.mkdir(parents=True, exist_ok=True)
     partial = stored.with_suffix(".partial")
     partial.write_text(json.dumps(result.as_dict()))
@@ -258,26 +362,6 @@ def cached_evaluation(model: str, groups: int, tokens: int, calibration_tokens: 
 
 
 def study_evaluations(fast: bool) -> list[ModelEvaluation]:
-    """The evaluations the study uses: SmolLM2 on a slice of the text (fast), both models on
-    8k held-out tokens (full)."""
+    """The evaluations the study uses: SmolLM2 on a KJV slice (fast), three models × three
+    texts on 8k held-out tokens (full)."""
     return [cached_evaluation(**FAST)] if fast else [cached_evaluation(**config) for config in FULL]
-
-
-def recommend(evaluation: ModelEvaluation, tolerance: float = 0.10) -> tuple[Row, str]:
-    """The NVFP4 W4A4 row to deploy: the lowest held-out KL(bf16 ‖ recipe); a static row
-    whose KL is within ``tolerance`` (relative) of the best is preferred, as it needs no amax
-    pass at inference. Returns the row and the reason in words."""
-    candidates = [r for r in evaluation.rows if r.mode != "-"]
-    best = min(candidates, key=lambda r: r.kl)
-    static = [r for r in candidates if r.mode.endswith("static") and r.kl <= best.kl * (1 + tolerance)]
-    choice = min(static, key=lambda r: r.kl) if static else best
-    rule = (f"Rule: the lowest mean KL(bf16 ‖ quantized) of the next-token distribution on {evaluation.tokens} "
-            f"held-out tokens among NVFP4 W4A4 recipes wins, except that a static row within {tolerance:.0%} of it "
-            "is preferred (no amax pass at inference). ")
-    why = rule + (f"Chosen: lowest mean KL ({choice.kl:.4f} nats; perplexity {choice.perplexity:.3f}, top-1 agreement "
-                  f"{choice.top1_agreement:.1%})")
-    if choice is not best:
-        why = rule + (f"Chosen: static and within {tolerance:.0%} of the lowest held-out KL ({best.recipe}, {best.mode}: "
-                      f"{best.kl:.4f} nats; this one {choice.kl:.4f}, perplexity {choice.perplexity:.3f}), so no amax "
-                      "pass at inference")
-    return choice, why

@@ -9,7 +9,10 @@ rounded to bf16 as the GEMM writes them) and their sum is the layer's output.
 Recipes (:class:`Recipe`): ``bf16``; ``fp8`` (the serving recipe; K and N are zero-padded to
 multiples of 128, which leaves every block's amax and the product unchanged: a ragged last
 block); ``w4a16``; and every NVFP4 W4A4 row of :func:`nvfp4lab.evaluation.jobs` (scale mode ×
-calibration recipe × block rule) with its static scales per layer.
+calibration recipe × block rule) with its static scales per layer. Each NVFP4 row also exists
+as **W16A4** (``Recipe.operands == "W16A4"``): the same activation quantization, the weights
+as the model stores them (unquantized): the activation-scale question without the weights'
+re-quantization error.
 
 :class:`RecipeProjection` is the hook :class:`~nvfp4lab.models.decoder.Decoder` calls; it
 quantizes the layers it is given (the others run the ``bf16`` recipe) and accumulates, per
@@ -29,28 +32,42 @@ from nvfp4lab.metrics import _sqnr_from
 BASELINES = ("bf16", "fp8 (1x128 act, 128x128 wt)", "w4a16")
 
 
+OPERANDS = ("W4A4", "W16A4")  # NVFP4 weights and activations; weights as stored, NVFP4 activations
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """A row of the model-level table: a baseline (``job is None``) or an NVFP4 W4A4 job."""
+    """A row of the model-level table: a baseline (``job is None``, ``operands == "-"``) or an
+    NVFP4 job on both operands (``"W4A4"``) or on the activations only (``"W16A4"``)."""
 
     name: str
     mode: str
     job: Job | None = None
+    operands: str = "-"
 
     @property
     def label(self) -> str:
-        return self.name if self.mode == "-" else f"{self.name} | {self.mode}"
+        if self.mode == "-":
+            return self.name
+        return f"{self.name} | {self.mode}" + ("" if self.operands == "W4A4" else f" | {self.operands}")
+
+    @property
+    def is_nvfp4(self) -> bool:
+        return self.job is not None
 
 
-def all_recipes(include_mse: bool = True) -> list[Recipe]:
-    """The baselines and every NVFP4 row of ``nvfp4lab calibrate``; ``include_mse=False``
-    leaves out the two MSE-search recipes (the slowest to calibrate: fast mode)."""
+def all_recipes(include_mse: bool = True, activation_only: bool = True) -> list[Recipe]:
+    """The baselines, every NVFP4 W4A4 row of ``nvfp4lab calibrate`` and (``activation_only``)
+    the same rows as W16A4; ``include_mse=False`` leaves out the two MSE-search recipes (the
+    slowest to calibrate: fast mode)."""
     from nvfp4lab.evaluation import jobs
 
     rows = [Recipe(name, "-") for name in BASELINES]
     # weights only decide whether "mse output" exists; its calibrator gets each layer's own W
-    rows += [Recipe(job.label, job.mode.name, job) for job in jobs(torch.zeros(1, 16, 1))]
-    return [r for r in rows if include_mse or not r.name.startswith("mse")]
+    nvfp4 = [job for job in jobs(torch.zeros(1, 16, 1)) if include_mse or not job.label.startswith("mse")]
+    for operands in OPERANDS[: 2 if activation_only else 1]:
+        rows += [Recipe(job.label, job.mode.name, job, operands) for job in nvfp4]
+    return rows
 
 
 def check_groups(heads: int, groups: int) -> int:
@@ -110,8 +127,8 @@ def recipe_output(recipe: Recipe, x: torch.Tensor, weights: LayerWeights, layer:
         n = w.shape[-1]
         padded = _pad_to(x, 2, baselines.FP8_BLOCK)
         return baselines.grouped_matmul(baselines.fp8_activations(padded), weights.fp8(layer))[..., :n]
-    z, _ = baselines.nvfp4_output(x, w, recipe.job.global_scale(x, static), weights.nvfp4(layer),
-                                  block_rule=recipe.job.rule)
+    w_hat = weights.nvfp4(layer) if recipe.operands == "W4A4" else w.double()
+    z, _ = baselines.nvfp4_output(x, w, recipe.job.global_scale(x, static), w_hat, block_rule=recipe.job.rule)
     return z
 
 
@@ -119,11 +136,20 @@ class RecipeProjection:
     """The ``o_proj`` hook: ``recipe`` on the layers in ``layers`` (default all), ``bf16``
     elsewhere. ``static[layer]`` are the calibrated ``(G,)`` scales of a static recipe.
     ``signal[layer]``, ``noise[layer]`` accumulate ``Σ y_ref²`` and ``Σ (y − y_ref)²`` of the
-    summed output against the unquantized float64 projection, for :meth:`sqnr_db`."""
+    summed output against the unquantized float64 projection, for :meth:`sqnr_db`.
+
+    ``call_tokens``: the tokens of one forward call (one sequence). A dynamic scale is the amax
+    of the tokens it quantizes, so it depends on which tokens share a call: with
+    ``call_tokens`` set, the rows of a batch are split into calls of that many tokens and each
+    gets its own dynamic scales — results then do not depend on how sequences are batched.
+    ``None``: the whole batch is one call."""
 
     def __init__(self, recipe: Recipe, weights: LayerWeights, static: dict[int, torch.Tensor] | None = None,
-                 layers=None, measure: bool = True):
+                 layers=None, measure: bool = True, call_tokens: int | None = None):
         self.recipe, self.weights, self.static = recipe, weights, static or {}
+        if call_tokens is not None and call_tokens <= 0:
+            raise ValueError(f"call_tokens must be positive; got {call_tokens}")
+        self.call_tokens = call_tokens
         n = weights.decoder.config.layers
         self.layers = set(range(n)) if layers is None else set(layers)
         if recipe.job is not None and recipe.job.factory is not None and not self.layers <= set(self.static):
@@ -136,7 +162,14 @@ class RecipeProjection:
     def __call__(self, layer: int, o: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         x = o.reshape(o.shape[0], self.weights.groups, -1)
         recipe = self.recipe if layer in self.layers else Recipe("bf16", "-")
-        y = recipe_output(recipe, x, self.weights, layer, self.static.get(layer)).sum(dim=1)
+        static = self.static.get(layer)
+        dynamic = recipe.job is not None and recipe.job.factory is None
+        if dynamic and self.call_tokens is not None and x.shape[0] > self.call_tokens:
+            z = torch.cat([recipe_output(recipe, part, self.weights, layer, static)
+                           for part in x.split(self.call_tokens)])  # one dynamic amax per call (sequence)
+        else:
+            z = recipe_output(recipe, x, self.weights, layer, static)
+        y = z.sum(dim=1)
         if self.measure and layer in self.layers:
             reference = baselines.reference_output(x, self.weights.grouped(layer)).sum(dim=1)
             self.signal[layer] += reference.square().sum()
