@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import subprocess
 import sys
 import time
@@ -27,6 +28,9 @@ from nvfp4lab.study.paths import project_root
 
 
 def _commit() -> str:
+    """``NVFP4LAB_COMMIT`` (set where the tree was copied without its git history), else HEAD."""
+    if os.environ.get("NVFP4LAB_COMMIT"):
+        return os.environ["NVFP4LAB_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True,
                               check=True).stdout.strip()
