@@ -8,7 +8,9 @@
 #
 # Open it with `./lab run jupyter lab notebooks/` and run all cells; the controls are at
 # the bottom. Run headless (`nvfp4lab study`), the notebook shows the default state as a
-# static figure (`00_explore_default.png`).
+# static figure (saved as `00_explore_default.png` by the study only). Colours: the bars of
+# each scale mode have that mode's colour in every nvfp4lab figure
+# (`nvfp4lab.style.scale_mode_colour`).
 #
 # **Controls**
 # - *data*: synthetic V4-Flash-like or sketch-shaped activations (sized down), captured
@@ -48,8 +50,8 @@ from IPython.display import Image, display
 
 from nvfp4lab.explore import Controls, Explorer
 from nvfp4lab.explore.ui import ExplorerUI
-from nvfp4lab.explore.views import draw
-from nvfp4lab.study.paths import figures_dir, from_root
+from nvfp4lab.explore.views import draw, png_bytes
+from nvfp4lab.study.paths import from_root
 from nvfp4lab.study.style import save_figure
 
 # relative data paths are the repository's, wherever Jupyter was started
@@ -70,10 +72,10 @@ torch.set_num_threads(1)
 # %%
 view = explorer.compute(Controls())
 figure = draw(view)
-# into the study's folder when it runs us, else the repository's reports/figures
-figures = figures_dir()
-save_figure(figure, "00_explore_default", figures)
-display(Image(filename=str(figures / "00_explore_default.png")))
+# saved into the study's figures folder only when `nvfp4lab study` runs this notebook
+# (a run by hand leaves the study's figures alone)
+save_figure(figure, "00_explore_default")
+display(Image(data=png_bytes(figure, dpi=120)))
 print(view.summary)
 
 # %% [markdown]

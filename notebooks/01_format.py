@@ -18,7 +18,8 @@ from nvfp4lab import dequantize_nvfp4, formats, quantize_nvfp4
 from nvfp4lab.study import experiments
 from nvfp4lab.study.findings import by_id
 from nvfp4lab.study.paths import from_root
-from nvfp4lab.study.style import apply_style, save_figure
+from nvfp4lab.study.style import save_figure
+from nvfp4lab.style import apply_style
 
 apply_style()
 DATA_DIR = from_root(DATA_DIR)  # relative paths count from the project root, not the cwd

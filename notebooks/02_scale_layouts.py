@@ -15,7 +15,8 @@ import seaborn as sns
 import torch
 
 from nvfp4lab import layouts, quantize_nvfp4
-from nvfp4lab.study.style import apply_style, save_figure
+from nvfp4lab.study.style import save_figure
+from nvfp4lab.style import apply_style
 
 apply_style()
 

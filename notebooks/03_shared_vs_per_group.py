@@ -18,7 +18,8 @@ from nvfp4lab.study import experiments
 from nvfp4lab.study.findings import by_id
 from nvfp4lab.study.paths import from_root
 from nvfp4lab.study.plots import drift_bars
-from nvfp4lab.study.style import apply_style, save_figure
+from nvfp4lab.study.style import save_figure
+from nvfp4lab.style import apply_style, scale_mode_colour
 
 apply_style()
 DATA_DIR = from_root(DATA_DIR)  # relative paths count from the project root, not the cwd
@@ -57,7 +58,9 @@ labels = {"shared_quietest_group_db": "one shared static scale",
 long = rows.melt(id_vars="spread_decades", value_vars=list(labels), var_name="global scale",
                  value_name="quietest group's z SQNR (dB)").replace({"global scale": labels})
 fig, ax = plt.subplots(figsize=(7, 3.2))
-sns.lineplot(long, x="spread_decades", y="quietest group's z SQNR (dB)", hue="global scale", marker="o", ax=ax)
+modes = {"one shared static scale": "shared static", "per-group static scales": "per_group static"}
+sns.lineplot(long, x="spread_decades", y="quietest group's z SQNR (dB)", hue="global scale", marker="o", ax=ax,
+             palette={label: scale_mode_colour(mode) for label, mode in modes.items()})
 ax.set(xlabel="spread of group magnitudes (decades between loudest and quietest group)", ylim=(0, None),
        title="A shared static scale starves the quietest group beyond 3 decades")
 ax.legend(title="global activation scale", loc="lower left")

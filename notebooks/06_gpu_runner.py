@@ -19,7 +19,8 @@ import seaborn as sns
 import torch
 
 from nvfp4lab.study.paths import project_root
-from nvfp4lab.study.style import apply_style, save_figure
+from nvfp4lab.study.style import save_figure
+from nvfp4lab.style import apply_style
 
 apply_style()
 files = sorted((project_root() / "bench" / "results").glob("*.json"))

@@ -35,7 +35,9 @@ the contender on several copies of its weights, enough that they cannot all stay
 median over repetitions, in µs, with TFLOP/s (2·T·G·K·N), bytes/s (weights + inputs +
 outputs) and ``speedup_vs_bf16`` (bf16 time / contender time).
 
-Results go to ``bench/results/<card>.json`` and ``.md``.
+Results go to ``bench/results/<card>.json`` and ``.md``; the JSON's ``meta`` records the card,
+torch, the method, the FP8 cast used and the ``commit`` of the checkout that ran
+(``git rev-parse HEAD``, ``"unknown"`` outside a git checkout).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 from pathlib import Path
 
 import torch
@@ -301,6 +304,23 @@ def markdown(card: str, results: dict, fp8_cast: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def source_commit(folder: Path = Path(__file__).resolve().parent) -> str:
+    """``git rev-parse HEAD`` of the checkout holding ``folder`` (nvfp4lab's own), or
+    ``"unknown"`` when that is no git checkout or git is missing."""
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
+
+
+def run_meta(card: str, fp8_cast_mode: str | None) -> dict:
+    """The JSON's ``meta``: what ran, where, and from which commit."""
+    return {"card": card, "torch": torch.__version__, "commit": source_commit(),
+            "method": "CUDA graph replay, median of 5×20, L2-rotated weights",
+            "fp8_blockwise_cast": fp8_cast_mode}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
@@ -320,9 +340,7 @@ def main(argv=None) -> int:
         torch.cuda.empty_cache()
     args.out.mkdir(parents=True, exist_ok=True)
     stem = card.replace(" ", "_")
-    meta = {"card": card, "torch": torch.__version__,
-            "method": "CUDA graph replay, median of 5×20, L2-rotated weights",
-            "fp8_blockwise_cast": FP8_CAST.mode if FP8_CAST else None}
+    meta = run_meta(card, FP8_CAST.mode if FP8_CAST else None)
     (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     (args.out / f"{stem}.md").write_text(markdown(card, results, meta["fp8_blockwise_cast"]))
     print(markdown(card, results, meta["fp8_blockwise_cast"]))

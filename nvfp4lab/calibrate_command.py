@@ -3,12 +3,14 @@
 The activations are split in time order: the first 75 % of tokens calibrate, the last
 25 % are held out for evaluation (at least ``MIN_TOKENS`` each). Without weights, a
 random Gaussian ``W (G, K, 512)`` stands in (the SQNR of z then reflects the activations
-only). Every input check runs before the evaluation. The evaluation streams over tokens
+only), and a warning on stderr says so. Every input check runs before the evaluation. The evaluation streams over tokens
 (:func:`nvfp4lab.evaluation.evaluate`) on the GPU when there is one; the MSE searches
 use a sample of at most ``MSE_SAMPLE_ELEMENTS`` activation elements. On success it
 writes ``calibration.md``, ``calibration.json`` (strict JSON: an infinite SQNR, i.e. no
 error at all, is ``null``), ``calibration.png`` and ``calibration.svg`` to the output
-folder and prints the table and the recommendation; a failed run leaves no output.
+folder and prints the table and the recommendation; a failed run leaves no output. An
+output folder that already holds a report (any ``calibration.*`` file written here) is
+refused unless ``force`` is set.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import io as bytes_io
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -29,12 +32,29 @@ HELD_OUT_FRACTION = 0.25
 #: The MSE calibrators' sample: at most this many elements (2^22: 16 MiB as float32).
 MSE_SAMPLE_ELEMENTS = 1 << 22
 STAND_IN_WIDTH = 512
+#: The files a run writes into its output folder.
+REPORT_FILES = ("calibration.md", "calibration.json", "calibration.png", "calibration.svg")
 
 
 def stand_in_weights(groups: int, k: int) -> torch.Tensor:
     """The weights used when none are given: ``(G, K, STAND_IN_WIDTH)`` float32 Gaussian / √K,
     seeded (the same every run)."""
     return torch.randn(groups, k, STAND_IN_WIDTH, generator=torch.Generator().manual_seed(0)) / k**0.5
+
+
+def check_no_previous_report(out: str | Path, force: bool) -> None:
+    """Refuse (``ValueError``) an output folder that already holds one of
+    :data:`REPORT_FILES`, unless ``force``: a run never overwrites a report silently."""
+    existing = [name for name in REPORT_FILES if (Path(out) / name).exists()]
+    if existing and not force:
+        raise ValueError(f"the output folder {out} already holds {', '.join(existing)}; "
+                         "pass --force to overwrite them, or choose another --out")
+
+
+def stand_in_warning(groups: int, k: int) -> str:
+    """The console line said when no weights are given."""
+    return (f"nvfp4lab calibrate: warning: no --weights given: z is computed with random Gaussian stand-in "
+            f"weights (G={groups}, K={k}, N={STAND_IN_WIDTH}), so the SQNR of z reflects the activations only")
 
 
 def split_held_out(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,7 +97,7 @@ def plot(results, choice) -> dict[str, bytes]:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from nvfp4lab.study.style import apply_style
+    from nvfp4lab.style import apply_style
 
     apply_style()
     rows = [r for r in results if r.mode != "-"]
@@ -129,9 +149,11 @@ def plot(results, choice) -> dict[str, bytes]:
 
 
 def run(activations: str, groups: int, weights: str | None, out: str, activations_key=None, weights_key=None,
-        device: str = "auto", progress: bool = True) -> int:
+        device: str = "auto", progress: bool = True, force: bool = False) -> int:
     """The command (see the module docstring); bad input raises ``ValueError``/``TypeError``
-    before any long work, and nothing is left in ``out`` unless the run succeeds."""
+    before any long work, and nothing is left in ``out`` unless the run succeeds. ``force``
+    overwrites a previous report in ``out``."""
+    check_no_previous_report(out, force)
     with OutputFolder(out) as folder:
         target = pick_device(device)
         x = io.load_activations(activations, groups, activations_key)
@@ -145,6 +167,8 @@ def run(activations: str, groups: int, weights: str | None, out: str, activation
         if silent:
             raise ValueError(f"group(s) {silent} are all zero in the held-out tokens (the last "
                              f"{held_out.shape[0]}): their SQNR is undefined; drop them or pass other tokens")
+        if weights is None:
+            print(stand_in_warning(groups, k), file=sys.stderr)
         sample_tokens = max(MIN_TOKENS, min(2048, MSE_SAMPLE_ELEMENTS // (groups * k)))
         results = evaluation.evaluate(calibration, held_out, w, device=target, progress=progress,
                                       mse_sample_tokens=sample_tokens)
@@ -157,7 +181,7 @@ def run(activations: str, groups: int, weights: str | None, out: str, activation
             f"`{weights or f'random Gaussian stand-in (G, K, {STAND_IN_WIDTH})'}`; calibrated on "
             f"{calibration.shape[0]} tokens (MSE searches on a sample of {min(sample_tokens, calibration.shape[0])}), "
             f"evaluated on the {held_out.shape[0]} held-out tokens that follow; device {target}.\n\n"
-            f"**Rule**: {evaluation.RULE}.\n\n{headline}\n\n{why}.\n\n{table}\n\n"
+            f"{headline}\n\n{why}.\n\n{table}\n\n"
             "SQNR of z = 10·log10(Σ z² / Σ (z − ẑ)²) against the unquantized layer (float64); "
             "worst group = the lowest per-group SQNR; clipped = fraction of held-out activation "
             "elements whose block scale overflowed E4M3 (the static global scale was too small).\n"

@@ -4,6 +4,16 @@
 # metrics the targets table cites. Usage: scripts/ncu_forward.sh OUT_FILE [T ...]
 # (run from the repository root on the GPU machine, CuTeDSL on the path).
 set -u
+usage="usage: scripts/ncu_forward.sh OUT_FILE [T ...]: ncu metrics of the forward's kernels per shape and T
+(default T: 1 16 128 1024 8192); needs ncu (Nsight Compute) and a Hopper GPU"
+case "${1:-}" in
+  -h|--help) echo "$usage"; exit 0 ;;
+  "") echo "$usage" >&2; exit 2 ;;
+esac
+if ! command -v ncu >/dev/null; then
+  echo "ncu_forward.sh: needs ncu (Nsight Compute) on the PATH" >&2
+  exit 2
+fi
 out=$1; shift
 tokens=${*:-1 16 128 1024 8192}
 metrics=gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import time
 
 import pytest
@@ -161,3 +162,54 @@ def test_a_run_that_fails_midway_removes_only_what_it_created(user_tensors, tmp_
     with pytest.raises(KeyboardInterrupt):
         calibrate_command.run(acts, 2, None, str(mine), progress=False)
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_stand_in_weights_are_announced_on_the_console_and_the_rule_is_stated_once(user_tensors, tmp_path, capsys):
+    acts, weights = user_tensors
+    out = tmp_path / "report"
+    assert main(["calibrate", "--activations", acts, "--groups", "2", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and "random Gaussian stand-in weights (G=2, K=128, N=512)" in warnings[0]
+    assert (out / "calibration.md").read_text().count(evaluation.RULE) == 1
+    assert main(["calibrate", "--activations", acts, "--weights", weights, "--groups", "2", "--out",
+                 str(tmp_path / "with-weights")]) == 0
+    assert "warning:" not in capsys.readouterr().err
+
+
+def test_a_previous_report_is_never_overwritten_without_force(user_tensors, tmp_path, capsys):
+    acts, _ = user_tensors
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "calibration.json").write_text("an earlier report")
+    (out / "notes.txt").write_text("mine")
+    argv = ["calibrate", "--activations", acts, "--groups", "2", "--out", str(out)]
+    start = time.perf_counter()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "already holds calibration.json" in err and "--force" in err
+    assert time.perf_counter() - start < 10  # refused before the evaluation
+    assert sorted(p.name for p in out.iterdir()) == ["calibration.json", "notes.txt"]
+    assert (out / "calibration.json").read_text() == "an earlier report"
+    assert main([*argv, "--force"]) == 0
+    assert strict_json((out / "calibration.json").read_text())["rule"] == evaluation.RULE
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_calibrate_help_describes_the_command_and_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["calibrate", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "Run every calibration recipe" in text and "stand-in weights" in text
+    helps, name = {}, None
+    for line in text.split("options:")[1].splitlines():
+        option = re.match(r"^  (--[a-z-]+)(?: [A-Z_]+)?(?:\s{2,}(.*))?$", line)
+        if option:
+            name = option.group(1)
+            helps[name] = option.group(2) or ""
+        elif name and line.startswith(" " * 20):  # the help wrapped onto the next lines
+            helps[name] += line.strip()
+    documented = {name for name, help_text in helps.items() if help_text}
+    assert documented >= {"--activations", "--activations-key", "--weights", "--weights-key", "--groups", "--out",
+                          "--force", "--device"}, documented

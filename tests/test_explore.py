@@ -242,6 +242,20 @@ def test_time_controls_times_each_control_and_restores_it(explorer):
     assert ui.current() == Controls()
 
 
+def test_the_bars_of_a_view_take_the_colour_of_its_scale_mode(explorer):
+    from matplotlib.colors import to_hex
+
+    from nvfp4lab.explore.views import draw
+    from nvfp4lab.style import scale_mode_colour
+
+    for sharing, source in (("per_group", "static"), ("shared", "dynamic")):
+        figure = draw(explorer.compute(Controls(sharing=sharing, scale_source=source)))
+        sqnr_x, sqnr_z, headroom = figure.axes[:3]
+        for ax in (sqnr_x, sqnr_z, headroom):
+            assert {to_hex(bar.get_facecolor()) for bar in ax.patches} == {scale_mode_colour(f"{sharing} {source}")}
+
+
+@pytest.mark.slow  # notebook 00 in a kernel, as ./lab study runs it; the explorer itself is tested in-process above
 def test_the_notebook_executes_headless_and_saves_the_default_figure(tmp_path, monkeypatch):
     pytest.importorskip("nbclient")
     from nvfp4lab.study import run

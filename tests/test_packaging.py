@@ -1,6 +1,9 @@
-"""environment.yml and pyproject.toml declare the same dependencies; the CLI rejects bad input."""
+"""environment.yml and pyproject.toml declare the same dependencies; the installed library
+cannot be shadowed by the clone's folder; the CLI rejects bad input."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,11 +39,36 @@ def test_environment_yml_lists_every_pyproject_dependency_with_the_same_bound():
     assert conda == wanted
 
 
+def test_the_package_dir_is_declared_so_editable_installs_use_a_plain_path_entry():
+    """With ``package-dir = {"" = "."}`` setuptools' editable install writes a ``.pth``
+    holding the project root (silently) instead of its import-hook finder, which a
+    namespace package of the same name shadows (and which prints an 11-line warning)."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {"": "."}
+
+
+def test_a_clone_named_nvfp4lab_beside_a_users_script_does_not_shadow_the_library(tmp_path):
+    """The newcomer's layout: the clone in ``<folder>/nvfp4lab``, a script in ``<folder>``,
+    run from there with the environment's python. ``<folder>/nvfp4lab`` has no
+    ``__init__.py``, so it is a namespace package; the installed (editable) library, a
+    regular package on ``sys.path``, must win over it."""
+    subprocess.run(["git", "clone", "-q", "--depth", "1", ROOT.as_uri(), str(tmp_path / "nvfp4lab")], check=True,
+                   capture_output=True, timeout=120)
+    script = tmp_path / "use_nvfp4lab.py"
+    script.write_text("import nvfp4lab\nfrom nvfp4lab.data import synthetic\n"
+                      "print(nvfp4lab.__file__, nvfp4lab.Nvfp4GroupedLinear.__name__, synthetic.__name__)\n")
+    result = subprocess.run([sys.executable, script.name], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(ROOT / "nvfp4lab" / "__init__.py"), "Nvfp4GroupedLinear",
+                                     "nvfp4lab.data.synthetic"]
+
+
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "./lab test" in readme and "./lab study" in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert "./lab test" in ci and "./lab study --fast" in ci
+    assert "./lab test -m slow" in readme and "\n./lab test -m slow\n" in ci  # CI runs the slow tests too
 
 
 def test_cli_rejects_unknown_commands_and_bad_options(capsys):

@@ -4,7 +4,8 @@ Six panels: per-group SQNR of the activations and of ``z`` (bars; the bf16 and F
 baselines as lines), the global scale's headroom per group in octaves, the clipped
 fraction per group, the distribution of the relative element error, and the histogram
 of block-scale bytes with the zero and subnormal shares. The title is the one-line
-summary.
+summary. The SQNR and headroom bars take the colour of the view's scale mode
+(:func:`nvfp4lab.style.scale_mode_colour`), as every figure of nvfp4lab does.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 import torch
 
 from nvfp4lab.explore.compute import View, percent_text
+from nvfp4lab.style import apply_style, scale_mode_colour
 
 BASELINE_STYLE = {"bf16": dict(color="0.35", linestyle="--", marker="o"),
                   "fp8": dict(color="C3", linestyle="-", marker="s")}
@@ -46,11 +48,16 @@ def _group_labels(groups: int) -> list[str]:
     return [str(g) for g in range(groups)]
 
 
-def _sqnr_panel(ax, values: torch.Tensor, baselines: dict[str, torch.Tensor], what: str) -> None:
+def _mode(view: View) -> str:
+    """The view's global-scale mode as ``ScaleMode.name`` writes it (``"per_group static"``)."""
+    return f"{view.controls.sharing} {view.controls.scale_source}"
+
+
+def _sqnr_panel(ax, values: torch.Tensor, baselines: dict[str, torch.Tensor], what: str, mode: str) -> None:
     labels = _group_labels(values.shape[0])
     finite = torch.isfinite(values)
-    ax.bar(labels, torch.where(finite, values, torch.zeros_like(values)).tolist(), color="C0",
-           label="NVFP4 (this setting)")
+    ax.bar(labels, torch.where(finite, values, torch.zeros_like(values)).tolist(), color=scale_mode_colour(mode),
+           label=f"NVFP4, {mode} scales")
     for g in torch.nonzero(~finite).flatten().tolist():  # inf: exact; NaN: an all-zero group
         ax.text(g, 0, "exact" if values[g] > 0 else "no signal", ha="center", va="bottom", rotation=90)
     for name, line in baselines.items():
@@ -64,7 +71,7 @@ def _sqnr_panel(ax, values: torch.Tensor, baselines: dict[str, torch.Tensor], wh
 def _headroom_panel(ax, view: View) -> None:
     labels = _group_labels(view.groups)
     headroom = view.headroom_octaves
-    ax.bar(labels, headroom.tolist(), color="C2")
+    ax.bar(labels, headroom.tolist(), color=scale_mode_colour(_mode(view)))
     low, high = min(float(headroom.min()), 0.0), max(float(headroom.max()), 0.0)
     pad = 0.1 * (high - low) + 0.2  # keep the 0 line clear of the frame
     ax.set_ylim(low - pad, high + pad)
@@ -121,14 +128,12 @@ def draw(view: View):
     close, and Jupyter's inline backend does not show it by itself)."""
     from matplotlib.figure import Figure
 
-    from nvfp4lab.study.style import apply_style
-
     apply_style()
     fig = Figure(figsize=(15, 9))
     axes = fig.subplots(2, 3)
     fig.subplots_adjust(left=0.05, right=0.94, top=0.87, bottom=0.14, wspace=0.3, hspace=0.62)
-    _sqnr_panel(axes[0, 0], view.sqnr_x_db, view.baseline_x_db, "the activations x")
-    _sqnr_panel(axes[0, 1], view.sqnr_z_db, view.baseline_z_db, "z = x·W")
+    _sqnr_panel(axes[0, 0], view.sqnr_x_db, view.baseline_x_db, "the activations x", _mode(view))
+    _sqnr_panel(axes[0, 1], view.sqnr_z_db, view.baseline_z_db, "z = x·W", _mode(view))
     _headroom_panel(axes[0, 2], view)
     _error_panel(axes[1, 0], view)
     _scale_panel(axes[1, 1], view)
