@@ -76,6 +76,7 @@ def test_mse_search_finds_the_exact_scale_for_representable_data():
     assert cal.errors.min() == 0
 
 
+@pytest.mark.slow  # 49 candidates on a full sample; test_mse_search_finds_the_exact_scale covers the search
 @pytest.mark.parametrize("target", ["activations", "output"])
 def test_mse_search_never_does_worse_than_max_calibration(target):
     """The chosen scale's error, recomputed here from the quantizer (not from the

@@ -250,6 +250,8 @@ def test_deployment_cost_orders_static_before_dynamic_and_plain_before_four_over
     assert cost("max", "shared static") < cost("max", "per_group static") < cost("dynamic", "shared dynamic") \
         < cost("dynamic", "per_group dynamic")
     assert cost("max", "per_group static") < cost("max + four-over-six", "per_group static")
+    assert cost("dynamic", "per_group dynamic") < cost("max + four-over-six", "shared static"), \
+        "four-over-six activations run in no serving stack: after every plain row"
     assert EQUIVALENCE_MARGIN == 0.02
 
 

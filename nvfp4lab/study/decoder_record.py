@@ -38,20 +38,36 @@ def _commit() -> str:
         return "unknown"
 
 
-def run(out: Path, ggufs: dict[str, str]) -> dict:
-    """Evaluate every full-mode configuration; write and return the record."""
+#: Without a GPU: the three models on the three texts at 1024 held-out tokens (16 windows of 64),
+#: W4A4 rows without the MSE searches, no W16A4 rows and no sensitivity (2 CPU cores: ~20 min).
+SMALL = tuple({"model": model, "groups": groups, "tokens": 1024, "calibration_tokens": 512, "seq_len": 64,
+               "include_mse": False, "text": text, "calibration_text": text, "batch_sequences": 4,
+               "sensitivity": False, "activation_only": False}
+              for text in ("kjv", "code", "prose") for model, groups in (("smollm2", 3), ("gemma3", 2),
+                                                                        ("qwen2coder", 7)))
+
+
+def configurations(small: bool) -> tuple[dict, ...]:
+    """The full-mode configurations (a GPU), or :data:`SMALL` (a CPU)."""
+    from nvfp4lab.models.evaluate import CROSS_TEXT, FULL
+
+    return SMALL if small else (*FULL, *CROSS_TEXT)
+
+
+def run(out: Path, ggufs: dict[str, str], small: bool = False) -> dict:
+    """Evaluate every configuration (:func:`configurations`); write and return the record."""
     import torch
 
-    from nvfp4lab.models.evaluate import CROSS_TEXT, FULL, evaluate_model, text_parts
+    from nvfp4lab.models.evaluate import evaluate_model, text_parts
     from nvfp4lab.models.packaged import display_name, path_of
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     card = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     record = {"meta": {"card": card, "torch": torch.__version__, "commit": _commit(),
-                       "date": datetime.date.today().isoformat(), "configurations": len(FULL) + len(CROSS_TEXT)},
+                       "date": datetime.date.today().isoformat(), "configurations": len(configurations(small))},
               "evaluations": []}
     start = time.time()
-    for config in (*FULL, *CROSS_TEXT):
+    for config in configurations(small):
         config = dict(config)
         model, text, calibration = config.pop("model"), config.pop("text"), config.pop("calibration_text")
         began = time.time()
@@ -76,6 +92,11 @@ def evaluations(record: dict) -> list:
     from nvfp4lab.models.evaluate import from_dict
 
     return [from_dict({k: v for k, v in e.items() if k != "wall_s"}) for e in record["evaluations"]]
+
+
+def _cell(text: str) -> str:
+    """A markdown table cell: row labels hold ``|``."""
+    return text.replace("|", "\\|")
 
 
 def _table(e) -> list[str]:
@@ -133,8 +154,14 @@ def render(record: dict) -> str:
                                                                                for e in own.values()})) + ")."]
     matrix = findings_matrix(evals)
     columns = list(next(iter(matrix.values()))) if matrix else []
-    lines += ["", "## Findings D01–D07 re-checked on every model (KJV, where the W16A4 rows and the sensitivity "
-              "were kept)", "", "| finding | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    if not columns:
+        matrix = {}
+    if columns:
+        lines += ["", "## Findings D01–D07 re-checked on every model (KJV, where the W16A4 rows and the sensitivity "
+                  "were kept)", "", "| finding | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    else:
+        lines += ["", "This record keeps no W16A4 rows and no per-layer sensitivity, which findings D01–D07 need: "
+                  "they are not re-checked here."]
     for finding_id, cells in matrix.items():
         lines.append(f"| {finding_id} | " + " | ".join("holds" if cells[c]["holds"] else "**does not hold**"
                                                       for c in columns) + " |")
@@ -145,7 +172,7 @@ def render(record: dict) -> str:
               "best | best vs runner-up |", "|---|---|---|---|"]
     for (model, text), e in own.items():
         rec = recommend(e)
-        lines.append(f"| {model} / {text} | {rec.row.label} | {len(rec.equivalent)} of "
+        lines.append(f"| {model} / {text} | {_cell(rec.row.label)} | {len(rec.equivalent)} of "
                      f"{sum(r.operands == 'W4A4' for r in e.rows)} | {rec.runner_up_ratio.percent()} |")
     crossed = [e for e in evals if e.calibration_text != e.text]
     if crossed:
@@ -158,7 +185,7 @@ def render(record: dict) -> str:
                 if r.mode.endswith("static") and r.operands == "W4A4":
                     ci = cross_ratio(e, own[(e.model, e.text)], r.label)
                     mark = " (resolved)" if ci.excludes(1.0) else ""
-                    lines.append(f"| {e.model} / {e.text} | {r.label} | {ci.percent()}{mark} |")
+                    lines.append(f"| {e.model} / {e.text} | {_cell(r.label)} | {ci.percent()}{mark} |")
     for (model, text), e in own.items():
         lines += ["", f"## {model} — {text} ({e.architecture}, {e.heads} heads in {e.groups} groups, {e.tokens} "
                       f"predictions, {e.calibration_tokens} calibration tokens)", "", *_table(e)]
@@ -172,12 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("out", help="the JSON record to write")
     run_parser.add_argument("--gguf", action="append", default=[], metavar="NAME=PATH",
                             help="a packaged model's GGUF file at another place (e.g. qwen2coder=/tmp/q.gguf)")
+    run_parser.add_argument("--small", action="store_true",
+                            help="the CPU configurations: 1024 held-out tokens, W4A4 rows only (see SMALL)")
     render_parser = verbs.add_parser("render", help="write STEM.md from STEM.json")
     render_parser.add_argument("stem", help="e.g. docs/decoders-full-H100 (relative to the project)")
     args = parser.parse_args(argv)
     if args.verb == "run":
         ggufs = dict(item.split("=", 1) for item in args.gguf)
-        run(Path(args.out), ggufs)
+        run(Path(args.out), ggufs, args.small)
         print(f"wrote {args.out}")
         return 0
     stem = project_root() / args.stem
