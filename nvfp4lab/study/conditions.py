@@ -100,13 +100,16 @@ DEFINITIONS = """\
 - **overall** SQNR: over all of z (every token, group and output); **worst group**: the lowest of the G
   per-group SQNRs (each over one group's tokens and outputs); **quietest group** (F03): the group with the
   smallest magnitude, i.e. the last.
-- **W4A4**: NVFP4 weights and NVFP4 activations; **W4A16**: NVFP4 weights, bf16 activations; **FP8 recipe**:
+- **W4A4**: NVFP4 weights and NVFP4 activations; **W4A16**: NVFP4 weights, bf16 activations; **W16A4** (decoder
+  LMs): the weights as the model file stores them, NVFP4 activations; **FP8 recipe**:
   what serves `wo_a` today (activations per token and 128 channels with power-of-two scales, 128×128 weight
   blocks); **bf16**: both operands rounded to bf16.
 - **global scale**: the FP32 scale above the E4M3 block scales, `amax / 2688`; **shared** = one for all groups,
   **per group** = one per group; **dynamic** = from the current tokens' amax, **static** = calibrated once on
   the calibration set (recipes: max, headroom ×4 = max × 4, percentile, MSE search).
 - **octave**: a factor of 2 in the global scale (equivalently in the calibrated amax).
+- **95 % interval** (decoder LMs): `x [lo, hi]`, the 2.5 % and 97.5 % percentiles of 4000 bootstrap resamples of the
+  held-out windows (paired: one resample moves every recipe); a ratio whose interval excludes 1 is **resolved**.
 - **four-over-six**: each block picks the better (lower squared error) of scaling its amax to 6 or to 4 on the
   E2M1 grid; the global scale becomes amax / 1536 so block scales stay below 448.
 - **clipped**: the fraction of activation elements above 6·448·global scale (their block scale saturated).

@@ -18,14 +18,17 @@ def test_conditions_state_shapes_tokens_seeds_data_torch_device_and_mode(tmp_pat
                    f"T = {ex.tokens(True)} tokens", f"seed {ex.CALIBRATION_SEED}", f"seed {ex.HELD_OUT_SEED}",
                    "Student-t", "outlier tokens", f"torch {torch.__version__}", "computed on CPU", "mode: **fast**",
                    "all-MiniLM-L6-v2", "1000 tokens", "first 750 tokens calibrate",
-                   "### Real decoder LMs", "King James Bible", "512 calibration and 256 held-out tokens"):
+                   "### Real decoder LMs", "King James Bible", "1024 tokens in 16 windows of 64",
+                   "calibrated on 512 tokens", "**Intervals**", "W16A4"):
         assert needle in text, needle
     assert "No capture found" in conditions.conditions_markdown(True, tmp_path / "none")
-    assert "8192 held-out tokens" in conditions.conditions_markdown(False, tmp_path)
+    full = conditions.conditions_markdown(False, tmp_path)
+    assert "8192 tokens in 32 windows of 256" in full and "Qwen2.5-Coder-0.5B-Instruct" in full and "boltons" in full
 
 
 def test_definitions_cover_every_word_the_claims_use():
-    for word in ("**SQNR**", "**overall**", "**worst group**", "**quietest group**", "**W4A4**", "**W4A16**",
+    for word in ("**SQNR**", "**overall**", "**worst group**", "**quietest group**", "**W4A4**", "**W4A16**", "**W16A4**",
+                 "**95 % interval**",
                  "**FP8 recipe**", "**octave**", "**four-over-six**", "**clipped**", "**static**", "**dynamic**",
                  "**shared**", "**per group**"):
         assert word in conditions.DEFINITIONS, word
