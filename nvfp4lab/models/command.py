@@ -32,6 +32,7 @@ MIN_TOKENS = 16
 #: only ~20 % ones (tests/test_model_evaluation.py recomputes this from the fast evaluation).
 DEFAULT_TOKENS = 1024
 SEQ_LEN = 64  # windows of 64 tokens: 16 windows (bootstrap units) at the default size
+BATCH_SEQUENCES = 4  # windows per forward pass (results do not depend on it: dynamic scales are per window)
 
 
 def default_groups(heads: int) -> int:
@@ -233,10 +234,12 @@ def export(evaluation, recommendation, path: Path, export_dir: str, fmt: str) ->
                                                         "groups": evaluation.groups, "recipe": row.label},
                                         "measured": {"kl": row.kl, "tokens": evaluation.tokens}})
     kl = row_intervals(evaluation)[row.label].kl
-    cost = paired_ratio(evaluation, row.label, recommendation.row.label)
-    return "\n".join([summary(record, export_dir, fmt),
-                      f"  served as {row.label}: {why}; measured KL {kl.value:.4f} [{kl.low:.4f}, {kl.high:.4f}] nats "
-                      f"on {evaluation.tokens} held-out predictions, {cost.percent()} relative to the recommended row"])
+    measured = (f"  served as {row.label}: {why}; measured KL {kl.value:.4f} [{kl.low:.4f}, {kl.high:.4f}] nats on "
+                f"{evaluation.tokens} held-out predictions")
+    if row.label != recommendation.row.label:
+        measured += f", {paired_ratio(evaluation, row.label, recommendation.row.label).percent()} relative to the " \
+                    "recommended row"
+    return "\n".join([summary(record, export_dir, fmt), measured])
 
 
 def run(gguf: str | None, text: str | None, groups: int | None, tokens: int, out: str,
@@ -268,11 +271,12 @@ def run(gguf: str | None, text: str | None, groups: int | None, tokens: int, out
             check_rope(config, path)
         parts, text_label, names = _text_parts(text)
         size_mb = path.stat().st_size / 1e6
-        print(f"calibrate-model: {config.name} ({config.layers} layers, {config.heads} heads in {groups} groups, "
+        name = packaged.display_name_of_path(path) or config.name
+        print(f"calibrate-model: {name} ({config.layers} layers, {config.heads} heads in {groups} groups, "
               f"{size_mb:.0f} MB); loading the weights (about {max(1, round(size_mb / 40))} s per 40 MB on 2 cores), "
               f"then {tokens} held-out tokens × every recipe (progress below)", file=sys.stderr, flush=True)
         evaluation = evaluate_model(path, groups=groups, tokens=tokens, texts=parts, seq_len=SEQ_LEN,
-                                    text_names=names)  # too short a text fails here
+                                    batch_sequences=BATCH_SEQUENCES, text_names=names)  # too short a text fails here
         if len(evaluation.window_positions) < 2:
             raise ValueError(f"--tokens {tokens} gives {len(evaluation.window_positions)} window of {SEQ_LEN}: "
                              f"intervals need at least 2 (use --tokens ≥ {2 * SEQ_LEN})")
