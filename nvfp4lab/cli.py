@@ -18,7 +18,8 @@ import argparse
 import sys
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an int > 0."""
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
@@ -35,12 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--out", default="reports", help="output folder (default reports)")
     study.add_argument("--data", default="data/generated/minilm", help="captured real-model tensors (made if missing)")
     demo = commands.add_parser("demo", help="error table of a V4-Flash-shaped NVFP4 wo_a layer")
-    demo.add_argument("--tokens", type=_positive_int, default=128, help="tokens to evaluate (default 128)")
+    demo.add_argument("--tokens", type=positive_int, default=128, help="tokens to evaluate (default 128)")
     demo.add_argument("--spread", type=float, default=2.0, help="decades of per-head magnitude spread (default 2)")
     demo.add_argument("--seed", type=int, default=0)
     capture = commands.add_parser("capture", help="capture real attention outputs from all-MiniLM-L6-v2 into data/")
     capture.add_argument("--out", default="data/generated/minilm", help="output folder (default data/generated/minilm)")
-    capture.add_argument("--groups", type=_positive_int, default=4, help="head groups (divides 12; default 4)")
+    capture.add_argument("--groups", type=positive_int, default=4, help="head groups (divides 12; default 4)")
     calibrate = commands.add_parser(
         "calibrate", help="run every calibration recipe and mode on your tensors",
         description="Run every calibration recipe (max, headroom, percentiles, MSE searches) in every global "
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--activations-key", default=None, help="tensor name (default: the only one)")
     calibrate.add_argument("--weights", default=None, help="safetensors file with weights (G, K, N) or (G*N, K)")
     calibrate.add_argument("--weights-key", default=None, help="tensor name in the weights file (default: the only one)")
-    calibrate.add_argument("--groups", type=_positive_int, required=True, help="G, the number of groups")
+    calibrate.add_argument("--groups", type=positive_int, required=True, help="G, the number of groups")
     calibrate.add_argument("--out", default="calibration-report",
                            help="output folder, created on success (default calibration-report in the current folder)")
     calibrate.add_argument("--force", action="store_true",
@@ -64,10 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--gguf", default=None, help="GGUF file (Llama, Qwen2, Gemma 3; default: the packaged SmolLM2-135M)")
     model.add_argument("--text", default=None, help="UTF-8 text: first half calibrates, second half is held out "
                                                      "(default: the packaged King James Bible, chapters alternating)")
-    model.add_argument("--groups", type=_positive_int, default=None,
+    model.add_argument("--groups", type=positive_int, default=None,
                        help="head groups G (divides the heads; default 3 heads a group when they divide the heads, "
                             "else 2, else 1: SmolLM2 9 heads -> 3 groups, Qwen2.5-0.5B 14 heads -> 7)")
-    model.add_argument("--tokens", type=_positive_int, default=None,
+    model.add_argument("--tokens", type=positive_int, default=None,
                        help="held-out tokens (and as many to calibrate); default 1024, which resolves KL differences "
                             "of about 10 %% between recipes (95 %% intervals over windows of 64 tokens)")
     model.add_argument("--out", default="model-calibration-report", help="output folder (default model-calibration-report)")
@@ -95,9 +96,9 @@ def _add_export_parser(commands) -> None:
     export.add_argument("--activation-scale", default="shared", choices=("shared", "per_group"),
                         help="shared: one input global scale per o_proj, the max over the groups (what serving "
                              "stacks run); per_group is refused (o_proj is one nn.Linear)")
-    export.add_argument("--groups", type=_positive_int, default=None, help="head groups G for calibration "
+    export.add_argument("--groups", type=positive_int, default=None, help="head groups G for calibration "
                                                                            "(default as calibrate-model)")
-    export.add_argument("--tokens", type=_positive_int, default=DEFAULT_TOKENS,
+    export.add_argument("--tokens", type=positive_int, default=DEFAULT_TOKENS,
                         help=f"calibration tokens (default {DEFAULT_TOKENS})")
     export.add_argument("--text", default=None, help="UTF-8 calibration text (default: the packaged corpus's "
                                                      "calibration chapters)")

@@ -9,14 +9,8 @@ import os
 
 import torch
 
+from nvfp4lab.cli import positive_int
 from nvfp4lab.kernels import gpu_supported
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def parse(argv=None) -> argparse.Namespace:

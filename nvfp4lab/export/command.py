@@ -27,8 +27,8 @@ def run(gguf: str | None, fmt: str, out: str, recipe_label: str = DEFAULT_RECIPE
         groups: int | None = None, tokens: int = DEFAULT_TOKENS, text: str | None = None,
         weight_scale_rule: str = "amax", weight_block_rule: str = "max6", dtype: str = "float32",
         progress: bool = True) -> int:
-    from nvfp4lab.export.conventions import FORMATS, WEIGHT_GLOBAL_SCALES, check_choice
-    from nvfp4lab.export.hf_model import DTYPES, check_architecture, check_o_proj, check_rope, export_decoder
+    from nvfp4lab.export.conventions import FORMATS, check_choice
+    from nvfp4lab.export.hf_model import check_architecture, check_o_proj, check_options, check_rope, export_decoder
     from nvfp4lab.export.recipes import servable_recipe
     from nvfp4lab.export.writer import checked_out_dir
     from nvfp4lab.models import corpus, gguf_weights, packaged
@@ -36,18 +36,10 @@ def run(gguf: str | None, fmt: str, out: str, recipe_label: str = DEFAULT_RECIPE
     from nvfp4lab.models.decoder import Decoder
     from nvfp4lab.models.evaluate import _calibrate, token_windows
     from nvfp4lab.models.projection import LayerWeights, check_groups
-    from nvfp4lab.quantize import BLOCK_RULES
 
     check_choice(fmt, FORMATS, "--format")
     checked_out_dir(out)
-    if activation_scale == "per_group":
-        raise ValueError("o_proj is one nn.Linear with one input global scale, and serving stacks run one "
-                         "activation global scale per GEMM: --activation-scale per_group cannot be written; "
-                         "use --activation-scale shared (the max over the groups)")
-    check_choice(activation_scale, ("shared",), "--activation-scale")
-    check_choice(weight_scale_rule, WEIGHT_GLOBAL_SCALES, "--weight-global-scale")
-    check_choice(weight_block_rule, BLOCK_RULES, "--weight-block-rule")
-    check_choice(dtype, tuple(DTYPES), "--dtype")
+    check_options(activation_scale, weight_scale_rule, weight_block_rule, dtype)  # before the long work
     recipe = servable_recipe(recipe_label)
     if tokens < MIN_TOKENS:
         raise ValueError(f"--tokens must be at least {MIN_TOKENS}; got {tokens}")

@@ -183,6 +183,18 @@ def _check_scales(static_scales: dict, layers: int) -> dict[int, torch.Tensor]:
     return scales
 
 
+def check_options(activation_scale: str, weight_scale_rule: str, weight_block_rule: str, dtype: str) -> None:
+    """One-line ``ValueError`` for an export option the decoder export cannot take."""
+    if activation_scale == "per_group":
+        raise ValueError("o_proj is one nn.Linear with one input global scale, and serving stacks run one "
+                         "activation global scale per GEMM: per-group scales cannot be written; use "
+                         "--activation-scale shared (the max over the groups)")
+    check_choice(activation_scale, ("shared",), "--activation-scale")
+    check_choice(weight_scale_rule, WEIGHT_GLOBAL_SCALES, "--weight-global-scale")
+    check_choice(weight_block_rule, BLOCK_RULES, "--weight-block-rule")
+    check_choice(dtype, tuple(DTYPES), "--dtype")
+
+
 def export_decoder(gguf_path: str | Path, out_dir: str | Path, fmt: str, recipe_label: str,
                    static_scales: dict[int, torch.Tensor], *, activation_scale: str = "shared",
                    weight_scale_rule: str = "amax", weight_block_rule: str = "max6", dtype: str = "float32",
@@ -216,14 +228,7 @@ def export_decoder(gguf_path: str | Path, out_dir: str | Path, fmt: str, recipe_
 
     module = format_module(fmt)
     out = checked_out_dir(out_dir)
-    if activation_scale == "per_group":
-        raise ValueError("o_proj is one nn.Linear with one input global scale, and serving stacks run one "
-                         "activation global scale per GEMM: per-group scales cannot be written; use "
-                         "--activation-scale shared (the max over the groups)")
-    check_choice(activation_scale, ("shared",), "activation scale")
-    check_choice(weight_scale_rule, WEIGHT_GLOBAL_SCALES, "weight global scale rule")
-    check_choice(weight_block_rule, BLOCK_RULES, "weight block rule")
-    check_choice(dtype, tuple(DTYPES), "dtype")
+    check_options(activation_scale, weight_scale_rule, weight_block_rule, dtype)
     recipe = servable_recipe(recipe_label)
     reader = gguf_weights.reader(gguf_path)
     config = gguf_weights.config_of(reader, gguf_path)

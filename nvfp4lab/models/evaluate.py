@@ -44,7 +44,8 @@ from tqdm import tqdm
 from nvfp4lab.evaluation import jobs
 from nvfp4lab.models import corpus, packaged, tokenizer
 from nvfp4lab.models.decoder import Decoder
-from nvfp4lab.models.projection import LayerWeights, Recipe, RecipeProjection, all_recipes, check_groups
+from nvfp4lab.models.projection import (LayerWeights, Recipe, RecipeProjection, all_recipes, check_groups,
+                                         label_of)
 
 SENSITIVITY_RECIPE = ("dynamic", "per_group dynamic")
 CALIBRATION_BATCH_TOKENS = 256
@@ -71,9 +72,7 @@ class Row:
 
     @property
     def label(self) -> str:
-        if self.mode == "-":
-            return self.recipe
-        return f"{self.recipe} | {self.mode}" + ("" if self.operands == "W4A4" else f" | {self.operands}")
+        return label_of(self.recipe, self.mode, self.operands)
 
     @property
     def is_nvfp4(self) -> bool:

@@ -35,6 +35,13 @@ BASELINES = ("bf16", "fp8 (1x128 act, 128x128 wt)", "w4a16")
 OPERANDS = ("W4A4", "W16A4")  # NVFP4 weights and activations; weights as stored, NVFP4 activations
 
 
+def label_of(name: str, mode: str, operands: str) -> str:
+    """A row's label: ``"bf16"``, ``"max | shared static"`` (W4A4) or ``"max | shared static | W16A4"``."""
+    if mode == "-":
+        return name
+    return f"{name} | {mode}" + ("" if operands == "W4A4" else f" | {operands}")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A row of the model-level table: a baseline (``job is None``, ``operands == "-"``) or an
@@ -47,9 +54,7 @@ class Recipe:
 
     @property
     def label(self) -> str:
-        if self.mode == "-":
-            return self.name
-        return f"{self.name} | {self.mode}" + ("" if self.operands == "W4A4" else f" | {self.operands}")
+        return label_of(self.name, self.mode, self.operands)
 
     @property
     def is_nvfp4(self) -> bool:
