@@ -210,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out}")
         return 0
     stem = project_root() / args.stem
+    if not stem.with_suffix(".json").is_file():
+        print(f"decoder_record render: error: no record {stem.with_suffix('.json')}", file=sys.stderr)
+        return 2
     record = json.loads(stem.with_suffix(".json").read_text())
     stem.with_suffix(".md").write_text(render(record))
     print(f"wrote {stem.with_suffix('.md')}")
