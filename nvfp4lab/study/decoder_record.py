@@ -145,7 +145,7 @@ def render(record: dict) -> str:
              f"Computed on the lent {meta['card']} (torch {meta['torch']}) on {meta['date']} from commit "
              f"`{meta['commit'][:12]}` by `python -m nvfp4lab.study.decoder_record run` in {meta['wall_s']:.0f} s; "
              "`python -m nvfp4lab.study.decoder_record render` writes this file from the JSON beside it, which keeps "
-             "every evaluation's per-window sums (tests/findings/test_recorded.py re-checks it).", "",
+             "every evaluation's per-window sums (tests/findings/test_decoder_record.py re-checks it).", "",
              f"Conditions: every layer's o_proj replaced at once, heads grouped like wo_a; {first.tokens} held-out "
              f"predictions per model and text in {len(first.window_positions)} windows of {first.seq_len} tokens; "
              f"static scales calibrated on {first.calibration_tokens} tokens of the text's other part. Intervals: "
