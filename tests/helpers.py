@@ -1,5 +1,7 @@
 """Helpers shared by the tests: the independent quantizer oracle and test data."""
 
+import math
+
 import ml_dtypes
 import numpy as np
 import torch
@@ -54,3 +56,27 @@ def heavy_tailed(shape, generator, dtype=torch.bfloat16):
     outliers = torch.rand(shape, generator=generator) < 0.002
     x = torch.where(outliers, x * 40.0, x)
     return x.to(dtype)
+
+
+def gqa_attention(x, w_q, w_k, w_v, b_v, heads, kv_heads, d):
+    """Causal softmax attention with grouped KV heads (repeat_interleave): ``x (S, hidden)``
+    float64 → the attention output ``(S, heads·d)`` before the output projection."""
+    s = x.shape[0]
+    q = (x @ w_q.T).view(s, heads, d).transpose(0, 1)
+    k = (x @ w_k.T).view(s, kv_heads, d).transpose(0, 1)
+    v = (x @ w_v.T + b_v).view(s, kv_heads, d).transpose(0, 1)
+    k, v = k.repeat_interleave(heads // kv_heads, 0), v.repeat_interleave(heads // kv_heads, 0)
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(d)
+    mask = torch.ones(s, s, dtype=torch.bool).tril()
+    p = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    return (p @ v).transpose(0, 1).reshape(s, heads * d)
+
+
+def gqa_layer(generator, heads, kv_heads, d, hidden, seq, qk_scale):
+    """Random float64 ``(x, w_q, w_k, w_v, b_v, w_o)`` of one GQA attention block (q/k weights
+    divided by ``qk_scale`` to keep the softmax away from one-hot)."""
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    return (randn(seq, hidden), randn(heads * d, hidden) / qk_scale, randn(kv_heads * d, hidden) / qk_scale,
+            randn(kv_heads * d, hidden), randn(kv_heads * d), randn(hidden, heads * d))

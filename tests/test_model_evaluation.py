@@ -72,12 +72,21 @@ def test_perplexity_is_of_the_next_token(tiny, texts, evaluation):
     assert abs(shifted - nll) > 0.01 * nll
 
 
-def test_kl_is_from_bf16_to_the_recipe(tiny, texts, evaluation):
+@pytest.fixture(scope="module")
+def recomputation(tiny, texts):
+    """An independent recomputation's inputs: the tiny decoder, its grouped weights, the
+    evaluation's held-out ids (BOS added), the per-group dynamic recipe and the bf16 model's
+    next-token log-probabilities ``p (B, S−1, V)``."""
     decoder = Decoder.from_gguf(tiny["qwen2"])
     weights = LayerWeights(decoder, 2)
     ids = decoder.with_bos(_held_out_ids(tiny["qwen2"], texts[1], 48, 12))
     recipe = next(r for r in all_recipes() if r.label == "dynamic | per_group dynamic")
     p = torch.log_softmax(decoder.logits(ids, RecipeProjection(Recipe("bf16", "-"), weights)), -1)[:, :-1]
+    return decoder, weights, ids, recipe, p
+
+
+def test_kl_is_from_bf16_to_the_recipe(recomputation, evaluation):
+    decoder, weights, ids, recipe, p = recomputation
     q = torch.log_softmax(decoder.logits(ids, RecipeProjection(recipe, weights, call_tokens=ids.shape[1])), -1)[:, :-1]
     forward = (p.exp() * (p - q)).sum(-1).mean().item()
     backward = (q.exp() * (q - p)).sum(-1).mean().item()
@@ -85,12 +94,8 @@ def test_kl_is_from_bf16_to_the_recipe(tiny, texts, evaluation):
     assert abs(forward - backward) > 1e-3 * forward
 
 
-def test_sensitivity_restarts_from_the_bf16_stream_entering_the_layer(tiny, texts, evaluation):
-    decoder = Decoder.from_gguf(tiny["qwen2"])
-    weights = LayerWeights(decoder, 2)
-    ids = decoder.with_bos(_held_out_ids(tiny["qwen2"], texts[1], 48, 12))
-    recipe = next(r for r in all_recipes() if r.label == "dynamic | per_group dynamic")
-    p = torch.log_softmax(decoder.logits(ids, RecipeProjection(Recipe("bf16", "-"), weights)), -1)[:, :-1]
+def test_sensitivity_restarts_from_the_bf16_stream_entering_the_layer(recomputation, evaluation):
+    decoder, weights, ids, recipe, p = recomputation
     for layer in range(decoder.config.layers):  # from the embeddings, only this layer quantized: independent path
         one = RecipeProjection(recipe, weights, layers=[layer], measure=False, call_tokens=ids.shape[1])
         q = torch.log_softmax(decoder.logits(ids, one), -1)[:, :-1]

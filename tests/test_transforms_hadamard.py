@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from helpers import gqa_attention, gqa_layer
 from nvfp4lab.transforms import hadamard as hd
 
 
@@ -94,34 +95,16 @@ def test_output_projection_fold_is_the_grouped_fold_in_linear_orientation(rng):
     assert torch.allclose(folded.T.reshape(groups, -1, hidden), hd.fold_into_weights(grouped, 16), rtol=0, atol=1e-14)
 
 
-def attention(x, w_q, w_k, w_v, b_v, heads, kv_heads, d):
-    """Causal softmax attention with grouped KV heads (repeat_interleave), output (S, H·D)."""
-    s = x.shape[0]
-    q = (x @ w_q.T).view(s, heads, d).transpose(0, 1)
-    k = (x @ w_k.T).view(s, kv_heads, d).transpose(0, 1)
-    v = (x @ w_v.T + b_v).view(s, kv_heads, d).transpose(0, 1)
-    k, v = k.repeat_interleave(heads // kv_heads, 0), v.repeat_interleave(heads // kv_heads, 0)
-    scores = (q @ k.transpose(-1, -2)) / math.sqrt(d)
-    mask = torch.ones(s, s, dtype=torch.bool).tril()
-    p = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
-    return (p @ v).transpose(0, 1).reshape(s, heads * d)
-
-
 @pytest.mark.parametrize("block", [8, 32])
 def test_value_projection_fold_makes_gqa_attention_output_come_out_rotated(rng, block):
     heads, kv_heads, d, hidden, seq = 6, 2, 32, 40, 11
-    x = torch.randn(seq, hidden, generator=rng, dtype=torch.float64)
-    w_q = torch.randn(heads * d, hidden, generator=rng, dtype=torch.float64) / 8
-    w_k = torch.randn(kv_heads * d, hidden, generator=rng, dtype=torch.float64) / 8
-    w_v = torch.randn(kv_heads * d, hidden, generator=rng, dtype=torch.float64)
-    b_v = torch.randn(kv_heads * d, generator=rng, dtype=torch.float64)
-    w_o = torch.randn(hidden, heads * d, generator=rng, dtype=torch.float64)
+    x, w_q, w_k, w_v, b_v, w_o = gqa_layer(rng, heads, kv_heads, d, hidden, seq, qk_scale=8)
     signs = torch.where(torch.rand(block, generator=rng) < 0.5, -1.0, 1.0)
 
-    o = attention(x, w_q, w_k, w_v, b_v, heads, kv_heads, d)
+    o = gqa_attention(x, w_q, w_k, w_v, b_v, heads, kv_heads, d)
     folded_v = hd.fold_into_value_projection(w_v, d, block, signs)
     folded_b = hd.fold_into_value_projection(b_v, d, block, signs)
-    o_rotated = attention(x, w_q, w_k, folded_v, folded_b, heads, kv_heads, d)
+    o_rotated = gqa_attention(x, w_q, w_k, folded_v, folded_b, heads, kv_heads, d)
     assert torch.allclose(o_rotated, hd.rotate_activations(o, block, signs), rtol=0, atol=1e-12)
     # and the whole attention block is unchanged once o_proj takes the fold
     y = o @ w_o.T

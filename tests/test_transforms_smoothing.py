@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from test_transforms_hadamard import attention
+from helpers import gqa_attention, gqa_layer
 
 from nvfp4lab import baselines
 from nvfp4lab.quantize import dynamic_global_scale
@@ -53,19 +53,14 @@ def test_tied_amax_is_the_max_over_heads_that_share_a_kv_head():
 
 def test_scales_fold_into_a_gqa_value_projection_and_the_output_projection(rng):
     heads, kv_heads, d, hidden, seq, groups = 6, 2, 16, 24, 9, 3
-    x = torch.randn(seq, hidden, generator=rng, dtype=torch.float64)
-    w_q = torch.randn(heads * d, hidden, generator=rng, dtype=torch.float64) / 6
-    w_k = torch.randn(kv_heads * d, hidden, generator=rng, dtype=torch.float64) / 6
-    w_v = torch.randn(kv_heads * d, hidden, generator=rng, dtype=torch.float64)
-    b_v = torch.randn(kv_heads * d, generator=rng, dtype=torch.float64)
-    w_o = torch.randn(hidden, heads * d, generator=rng, dtype=torch.float64)
-    o = attention(x, w_q, w_k, w_v, b_v, heads, kv_heads, d)
+    x, w_q, w_k, w_v, b_v, w_o = gqa_layer(rng, heads, kv_heads, d, hidden, seq, qk_scale=6)
+    o = gqa_attention(x, w_q, w_k, w_v, b_v, heads, kv_heads, d)
     grouped_o = o.reshape(seq, groups, -1)
     grouped_w = w_o.T.reshape(groups, -1, hidden)
     a = sm.tie_shared_kv_heads(sm.activation_channel_amax(grouped_o), heads, kv_heads)
     m = sm.tie_shared_kv_heads(sm.weight_channel_amax(grouped_w), heads, kv_heads)
     s = sm.smoothing_scales(a, m, 0.5)
-    o_smooth = attention(x, w_q, w_k, sm.fold_scales_into_value_projection(w_v, s, heads),
+    o_smooth = gqa_attention(x, w_q, w_k, sm.fold_scales_into_value_projection(w_v, s, heads),
                          sm.fold_scales_into_value_projection(b_v, s, heads), heads, kv_heads, d)
     xs, ws = sm.smooth(grouped_o, grouped_w, s)
     assert torch.allclose(o_smooth.reshape(seq, groups, -1), xs, rtol=0, atol=1e-13)

@@ -34,7 +34,7 @@ def run(gguf: str | None, fmt: str, out: str, recipe_label: str = DEFAULT_RECIPE
     from nvfp4lab.models import corpus, gguf_weights, packaged
     from nvfp4lab.models.command import default_groups
     from nvfp4lab.models.decoder import Decoder
-    from nvfp4lab.models.evaluate import _calibrate, token_windows
+    from nvfp4lab.models.evaluate import _calibrate, scale_key, token_windows
     from nvfp4lab.models.projection import LayerWeights, check_groups
 
     check_choice(fmt, FORMATS, "--format")
@@ -67,7 +67,7 @@ def run(gguf: str | None, fmt: str, out: str, recipe_label: str = DEFAULT_RECIPE
     weights = LayerWeights(decoder, groups)
     windows = token_windows(path, calibration_text, tokens, min(SEQ_LEN, tokens), "calibration")
     static, *_ = _calibrate(decoder, weights, windows, BATCH_SEQUENCES, [recipe], progress)
-    scales = {layer: s.detach().float().cpu() for layer, s in static[recipe.label].items()}
+    scales = {layer: s.detach().float().cpu() for layer, s in static[scale_key(recipe)].items()}
     del decoder, weights
     record = export_decoder(path, out, fmt, recipe.label, scales, activation_scale=activation_scale,
                             weight_scale_rule=weight_scale_rule, weight_block_rule=weight_block_rule, dtype=dtype,

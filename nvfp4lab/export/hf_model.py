@@ -209,7 +209,7 @@ def export_decoder(gguf_path: str | Path, out_dir: str | Path, fmt: str, recipe_
         recipe_label: the static recipe the scales come from, e.g. ``"headroom x4 | shared static"``
             (checked: it must be able to travel, :mod:`.recipes`).
         static_scales: ``{layer: (G,) float32}`` activation global scales in dequant form
-            (``amax / 2688``), as ``nvfp4lab.models.evaluate._calibrate`` returns them per label.
+            (``amax / 2688``), as ``nvfp4lab.models.evaluate._calibrate`` returns them per ``scale_key``.
         activation_scale: ``"shared"`` writes each layer's max over its G scales (one input
             scale per GEMM, what serving stacks run); ``"per_group"`` is refused (one module).
         weight_scale_rule: ``"amax"`` (nvfp4lab's ``amax / 2688``, as the lab evaluated) or

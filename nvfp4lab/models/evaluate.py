@@ -153,8 +153,8 @@ def scale_key(recipe: Recipe) -> tuple[str, str]:
 
 def _calibrate(decoder: Decoder, weights: LayerWeights, windows: torch.Tensor, batch: int, recipes, progress):
     """Capture the bf16 model's attention outputs on the calibration windows; return the
-    static scales ``{recipe label: {layer: (G,)}}`` (also under each recipe's
-    :func:`scale_key`) and the activation statistics."""
+    static scales ``{scale_key(recipe): {layer: (G,)}}`` (W4A4 and W16A4 rows of one calibration
+    recipe and mode share them) and the activation statistics."""
     layers = decoder.config.layers
     captured: list[list[torch.Tensor]] = [[] for _ in range(layers)]
     bf16 = RecipeProjection(Recipe("bf16", "-"), weights, measure=False)
@@ -169,16 +169,12 @@ def _calibrate(decoder: Decoder, weights: LayerWeights, windows: torch.Tensor, b
         ids = decoder.with_bos(windows[start : start + batch])
         seq_full = ids.shape[1]
         decoder.hidden_states(ids, capture)
-    static: dict = {}
-    for recipe in recipes:
-        if recipe.job is not None and recipe.job.factory:
-            static.setdefault(scale_key(recipe), {})
-            static[recipe.label] = static[scale_key(recipe)]
+    static: dict = {scale_key(r): {} for r in recipes if r.job is not None and r.job.factory}
     spread, ratio, at_first = [], [], []
     for layer in tqdm(range(layers), desc="calibrating static scales", disable=not progress, leave=False):
         x = torch.cat(captured[layer])  # (T, G, K)
         by_key = {(j.label, j.mode.name): j for j in jobs(weights.grouped(layer))}
-        for key in {scale_key(r) for r in recipes if scale_key(r) in static}:
+        for key in static:
             static[key][layer] = by_key[key].calibrate(x[s : s + CALIBRATION_BATCH_TOKENS]
                                                        for s in range(0, x.shape[0], CALIBRATION_BATCH_TOKENS))
         group_amax = x.abs().amax(dim=(0, 2))
