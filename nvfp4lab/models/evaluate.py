@@ -45,9 +45,11 @@ from nvfp4lab.evaluation import jobs
 from nvfp4lab.models import corpus, packaged, tokenizer
 from nvfp4lab.models.decoder import Decoder
 from nvfp4lab.models.projection import (LayerWeights, Recipe, RecipeProjection, all_recipes, check_groups,
-                                         label_of)
+                                         label_of, transform_recipes)
+from nvfp4lab.transforms.recipes import Transform, activation_statistics, fit_transforms
 
 SENSITIVITY_RECIPE = ("dynamic", "per_group dynamic")
+RECIPE_SETS = ("scales", "transforms", "all")
 CALIBRATION_BATCH_TOKENS = 256
 CHARS_PER_TOKEN_GUESS = 8  # tokenize only a prefix of a long text: enough for the tokens asked for
 
@@ -69,10 +71,11 @@ class Row:
     window_nll: list[float] = field(default_factory=list)
     window_kl: list[float] = field(default_factory=list)
     window_top1: list[float] = field(default_factory=list)
+    transform: str = "none"  # Transform.label: "none", "hadamard head", "gptq", …
 
     @property
     def label(self) -> str:
-        return label_of(self.recipe, self.mode, self.operands)
+        return label_of(self.recipe, self.mode, self.operands, self.transform)
 
     @property
     def is_nvfp4(self) -> bool:
@@ -105,14 +108,23 @@ class ModelEvaluation:
     text: str = "kjv"  # the held-out text
     calibration_text: str = "kjv"  # the text the static scales were calibrated on
     weight_type: str = ""  # the GGUF storage type of the o_proj weights (e.g. Q4_1)
+    recipe_set: str = "scales"  # "scales" (the global-scale recipes) or "transforms" (RECIPE_SETS)
+    head_dim: int = 0
+    #: per activation transform (``"none"``, ``"hadamard head"``, …), per layer, the statistics
+    #: of the transformed calibration activations (:func:`~nvfp4lab.transforms.recipes.activation_statistics`)
+    activation_stats: dict = field(default_factory=dict)
+    #: per layer, the smoothing strength α the search chose (transform studies)
+    smoothing_alpha: list[float] = field(default_factory=list)
 
-    def row(self, recipe: str, mode: str = "-", operands: str | None = None) -> Row:
-        """The row of ``recipe`` and ``mode``; NVFP4 rows default to W4A4."""
+    def row(self, recipe: str, mode: str = "-", operands: str | None = None, transform: str = "none") -> Row:
+        """The row of ``recipe``, ``mode`` and ``transform``; NVFP4 rows default to W4A4."""
         operands = operands or ("-" if mode == "-" else "W4A4")
+        key = (recipe, mode, operands, transform)
         try:
-            return next(r for r in self.rows if (r.recipe, r.mode, r.operands) == (recipe, mode, operands))
+            return next(r for r in self.rows if (r.recipe, r.mode, r.operands, r.transform) == key)
         except StopIteration:
-            raise KeyError(f"no row {recipe!r} | {mode!r} | {operands!r} in the evaluation of {self.model}") from None
+            raise KeyError(f"no row {label_of(recipe, mode, operands, transform)!r} in the evaluation of "
+                           f"{self.model}") from None
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -146,9 +158,20 @@ def compare(reference_logp: torch.Tensor, logits: torch.Tensor, targets: torch.T
     return torch.stack((nll.double(), kl.double(), agree.double()), dim=-1).cpu()
 
 
-def scale_key(recipe: Recipe) -> tuple[str, str]:
-    """Static scales belong to a calibration recipe and mode, whatever the weights are."""
-    return recipe.name, recipe.mode
+def scale_key(recipe: Recipe) -> tuple[str, str, str]:
+    """Static scales belong to a calibration recipe, a mode and the activation transform they
+    see, whatever the weights are."""
+    return recipe.name, recipe.mode, recipe.transform.activation
+
+
+def fit_layer_transforms(weights: LayerWeights, layer: int, x_cal: torch.Tensor, transforms) -> None:
+    """Fit ``transforms`` on ``layer``'s calibration activations ``x_cal (T, G, K)`` into
+    ``weights.fitted``: rotations by the head dimension, smoothing scales tied across the
+    query heads that share a KV head (so they fold into the value projection), GPTQ's Hessian."""
+    config = weights.decoder.config
+    fitted = fit_transforms(transforms, x_cal, weights.grouped(layer), config.head_dim,
+                            shared_kv=(config.heads, config.kv_heads))
+    weights.fitted.update({(layer, t): f for t, f in fitted.items()})
 
 
 def _calibrate(decoder: Decoder, weights: LayerWeights, windows: torch.Tensor, batch: int, recipes, progress):
@@ -170,13 +193,27 @@ def _calibrate(decoder: Decoder, weights: LayerWeights, windows: torch.Tensor, b
         seq_full = ids.shape[1]
         decoder.hidden_states(ids, capture)
     static: dict = {scale_key(r): {} for r in recipes if r.job is not None and r.job.factory}
+    transforms = list(dict.fromkeys(r.transform for r in recipes if r.job is not None and not r.transform.is_plain))
+    activations = list(dict.fromkeys(["none", *(t.activation for t in transforms)])) if transforms else []
+    activation_stats: dict = {a: [] for a in activations}
+    alphas = []
     spread, ratio, at_first = [], [], []
-    for layer in tqdm(range(layers), desc="calibrating static scales", disable=not progress, leave=False):
+    for layer in tqdm(range(layers), desc="calibrating static scales" + (" and transforms" if transforms else ""),
+                      disable=not progress, leave=False):
         x = torch.cat(captured[layer])  # (T, G, K)
+        if transforms:
+            fit_layer_transforms(weights, layer, x, transforms)
+        by_activation = {t.activation: weights.fitted[(layer, t)] for t in transforms}
+        transformed = {"none": x, **{a: f.activations(x) for a, f in by_activation.items() if a != "none"}}
+        for a in activations:
+            activation_stats[a].append(activation_statistics(transformed[a]))
+        if "smoothquant" in by_activation:
+            alphas.append(by_activation["smoothquant"].search.alpha)
         by_key = {(j.label, j.mode.name): j for j in jobs(weights.grouped(layer))}
         for key in static:
-            static[key][layer] = by_key[key].calibrate(x[s : s + CALIBRATION_BATCH_TOKENS]
-                                                       for s in range(0, x.shape[0], CALIBRATION_BATCH_TOKENS))
+            xt = transformed[key[2]]
+            static[key][layer] = by_key[key[:2]].calibrate(xt[s : s + CALIBRATION_BATCH_TOKENS]
+                                                           for s in range(0, xt.shape[0], CALIBRATION_BATCH_TOKENS))
         group_amax = x.abs().amax(dim=(0, 2))
         spread.append(float(torch.log10(group_amax.max() / group_amax.min().clamp_min(1e-30))))
         token_amax = x.abs().amax(dim=(1, 2))
@@ -184,7 +221,7 @@ def _calibrate(decoder: Decoder, weights: LayerWeights, windows: torch.Tensor, b
         top = torch.topk(token_amax, max(1, token_amax.numel() // 100)).indices  # the top 1 % tokens
         at_first.append(float((top % seq_full == 0).double().mean()))
         captured[layer] = []
-    return static, spread, ratio, at_first
+    return static, spread, ratio, at_first, {"activation_stats": activation_stats, "smoothing_alpha": alphas}
 
 
 @torch.no_grad()
@@ -192,15 +229,25 @@ def evaluate_model(path: str | Path, *, groups: int, tokens: int, calibration_to
                    seq_len: int = 128, batch_sequences: int = 2, device: str | None = None,
                    dtype: torch.dtype = torch.float32, texts: tuple[str, str] | None = None,
                    sensitivity: bool = True, include_mse: bool = True, activation_only: bool = True,
-                   progress: bool = True, text_names: tuple[str, str] = ("kjv", "kjv")) -> ModelEvaluation:
+                   progress: bool = True, text_names: tuple[str, str] = ("kjv", "kjv"),
+                   recipe_set: str = "scales") -> ModelEvaluation:
     """Evaluate every recipe on the decoder LM in the GGUF file ``path`` with ``groups``
     head groups, on ``tokens`` held-out tokens in windows of ``seq_len`` (calibrating on
     ``calibration_tokens``, default ``tokens``). ``texts = (calibration, held_out)``
     defaults to the KJV parts of :mod:`.corpus`; ``text_names`` names them in the result.
     Every recipe runs on the same held-out windows; per window the sums of NLL, KL and top-1
-    are kept (the units of the intervals)."""
+    are kept (the units of the intervals).
+
+    ``recipe_set``: ``"scales"`` evaluates :func:`~nvfp4lab.models.projection.all_recipes`
+    (every global-scale recipe); ``"transforms"`` evaluates
+    :func:`~nvfp4lab.models.projection.transform_recipes` (rotations, smoothing and weight
+    recipes with two global-scale recipes), fits each transform per layer on the
+    calibration activations and records the transformed activations' statistics; ``"all"``
+    evaluates both (the plain rows once)."""
     if tokens < 2:
         raise ValueError(f"tokens must be at least 2; got {tokens}")
+    if recipe_set not in RECIPE_SETS:
+        raise ValueError(f"recipe_set must be one of {RECIPE_SETS}; got {recipe_set!r}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     decoder = Decoder.from_gguf(path, device, dtype)
     check_groups(decoder.config.heads, groups)
@@ -210,13 +257,19 @@ def evaluate_model(path: str | Path, *, groups: int, tokens: int, calibration_to
     calibration_text, held_out_text = texts or (corpus.calibration_text(), corpus.held_out_text())
     calibration = token_windows(path, calibration_text, calibration_tokens, seq_len, "calibration")
     held_out = token_windows(path, held_out_text, tokens, seq_len, "held-out")
-    recipes = all_recipes(include_mse, activation_only)
-    static, spread, ratio, at_first = _calibrate(decoder, weights, calibration, batch_sequences, recipes, progress)
+    config = decoder.config
+    transformed = transform_recipes(config.head_dim, config.attention_width // groups)
+    recipes = {"scales": all_recipes(include_mse, activation_only), "transforms": transformed,
+               "all": all_recipes(include_mse, activation_only)
+               + [r for r in transformed if r.job is not None and not r.transform.is_plain]}[recipe_set]
+    static, spread, ratio, at_first, transform_info = _calibrate(decoder, weights, calibration, batch_sequences,
+                                                                 recipes, progress)
 
     call_tokens = decoder.with_bos(held_out[:1]).shape[1]  # one window is one forward call: its own dynamic amax
     projections = {r.label: RecipeProjection(r, weights, static.get(scale_key(r)), call_tokens=call_tokens)
                    for r in recipes}
-    sensitivity_recipe = next(r for r in recipes if (r.name, r.mode, r.operands) == (*SENSITIVITY_RECIPE, "W4A4"))
+    sensitivity_recipe = next(r for r in recipes if (r.name, r.mode, r.operands) == (*SENSITIVITY_RECIPE, "W4A4")
+                              and r.transform.is_plain)
     layers = decoder.config.layers
     per_window = {r.label: [] for r in recipes}  # [(B, 3)] per batch
     sensitivity_kl: list[list[torch.Tensor]] = [[] for _ in range(layers)]
@@ -252,7 +305,7 @@ def evaluate_model(path: str | Path, *, groups: int, tokens: int, calibration_to
         total = sums.sum(0)
         rows.append(Row(r.name, r.mode, math.exp(total[0] / positions), float(total[1] / positions),
                         float(total[2] / positions), projections[r.label].sqnr_db(), r.operands if r.is_nvfp4 else "-",
-                        sums[:, 0].tolist(), sums[:, 1].tolist(), sums[:, 2].tolist()))
+                        sums[:, 0].tolist(), sums[:, 1].tolist(), sums[:, 2].tolist(), r.transform.label))
     sensitivity_windows = [torch.cat(kl).tolist() for kl in sensitivity_kl] if sensitivity else []
     attention = stats.get("first_token_attention", [])
     first_attention = [sum(attention[i::layers]) / len(attention[i::layers]) for i in range(layers)] if attention else []
@@ -267,6 +320,7 @@ def evaluate_model(path: str | Path, *, groups: int, tokens: int, calibration_to
         notes=[f"weights are the GGUF file's ({weight_type or 'storage type unknown'} o_proj); activations are real"],
         window_positions=window_positions, sensitivity_window_kl=sensitivity_windows,
         text=text_names[1], calibration_text=text_names[0], weight_type=weight_type,
+        recipe_set=recipe_set, head_dim=config.head_dim, **transform_info,
     )
     # the calibrated scales, for an export of the chosen recipe (not a field: not serialized)
     evaluation.static_scales = {r.label: static[scale_key(r)] for r in recipes if scale_key(r) in static}
@@ -295,12 +349,18 @@ FULL = tuple({"model": model, "groups": groups, "tokens": 8192, "calibration_tok
 #: calibration part).
 CROSS_TEXT = tuple({**config, "calibration_text": "kjv", "sensitivity": False, "activation_only": False}
                    for config in FULL if config["text"] != "kjv")
+#: the transform study: rotations, smoothing and weight recipes with two global-scale recipes
+#: (transform_recipes), on the same windows as the scale study: fast (SmolLM2 on the KJV) and
+#: full (three models × three texts).
+FAST_TRANSFORMS = {**FAST, "sensitivity": False, "activation_only": False, "recipe_set": "transforms"}
+FULL_TRANSFORMS = tuple({**config, "sensitivity": False, "activation_only": False, "recipe_set": "transforms"}
+                        for config in FULL)
 CACHE = Path(__file__).resolve().parents[2] / "data" / "generated" / "decoder-evaluations"
 
 
 NUMERICS = ("models/gguf_weights.py", "models/tokenizer.py", "models/decoder.py", "models/projection.py",
             "models/corpus.py", "models/evaluate.py", "evaluation.py", "baselines.py", "quantize.py", "formats.py",
-            "scale_modes.py", "metrics.py", "calibration/*.py")
+            "scale_modes.py", "metrics.py", "calibration/*.py", "transforms/*.py")
 
 
 def _code_version() -> str:
@@ -330,7 +390,7 @@ def text_parts(calibration_text: str, text: str) -> tuple[str, str]:
 def cached_evaluation(model: str, groups: int, tokens: int, calibration_tokens: int, seq_len: int,
                       include_mse: bool, text: str = "kjv", calibration_text: str = "kjv",
                       sensitivity: bool = True, activation_only: bool = True,
-                      batch_sequences: int = 4) -> ModelEvaluation:
+                      batch_sequences: int = 4, recipe_set: str = "scales") -> ModelEvaluation:
     """:func:`evaluate_model` of a packaged model (:data:`nvfp4lab.models.packaged.MODELS`) on
     the corpus texts, computed once per process and stored under
     ``data/generated/decoder-evaluations/`` (keyed by the arguments and a hash of nvfp4lab's
@@ -342,7 +402,8 @@ def cached_evaluation(model: str, groups: int, tokens: int, calibration_tokens: 
 
     batch_sequences = int(os.environ.get("NVFP4LAB_BATCH_SEQUENCES", batch_sequences))
     arguments = [model, groups, tokens, calibration_tokens, seq_len, include_mse, text, calibration_text,
-                 sensitivity, activation_only, batch_sequences, _code_version()]
+                 sensitivity, activation_only, batch_sequences, _code_version()] + (
+        [] if recipe_set == "scales" else [recipe_set])
     key = hashlib.sha256(json.dumps(arguments).encode()).hexdigest()[:20]
     stored = CACHE / f"{model}-{key}.json"
     if stored.is_file():
@@ -350,7 +411,8 @@ def cached_evaluation(model: str, groups: int, tokens: int, calibration_tokens: 
     result = evaluate_model(path_of(model), groups=groups, tokens=tokens, calibration_tokens=calibration_tokens,
                             seq_len=seq_len, include_mse=include_mse, texts=text_parts(calibration_text, text),
                             text_names=(calibration_text, text), sensitivity=sensitivity,
-                            activation_only=activation_only, batch_sequences=batch_sequences)
+                            activation_only=activation_only, batch_sequences=batch_sequences,
+                            recipe_set=recipe_set)
     CACHE.mkdir(parents=True, exist_ok=True)
     partial = stored.with_suffix(".partial")
     partial.write_text(json.dumps(result.as_dict()))
@@ -362,3 +424,8 @@ def study_evaluations(fast: bool) -> list[ModelEvaluation]:
     """The evaluations the study uses: SmolLM2 on a KJV slice (fast), three models × three
     texts on 8k held-out tokens (full)."""
     return [cached_evaluation(**FAST)] if fast else [cached_evaluation(**config) for config in FULL]
+
+
+def transform_evaluations(fast: bool) -> list[ModelEvaluation]:
+    """The transform study's evaluations (:data:`FAST_TRANSFORMS`, :data:`FULL_TRANSFORMS`)."""
+    return [cached_evaluation(**FAST_TRANSFORMS)] if fast else [cached_evaluation(**c) for c in FULL_TRANSFORMS]

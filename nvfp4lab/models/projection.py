@@ -12,7 +12,12 @@ block); ``w4a16``; and every NVFP4 W4A4 row of :func:`nvfp4lab.evaluation.jobs` 
 calibration recipe × block rule) with its static scales per layer. Each NVFP4 row also exists
 as **W16A4** (``Recipe.operands == "W16A4"``): the same activation quantization, the weights
 as the model stores them (unquantized): the activation-scale question without the weights'
-re-quantization error.
+re-quantization error. A W4A4 row may carry a :class:`~nvfp4lab.transforms.recipes.Transform`
+(``Recipe.transform``: a per-head rotation, smoothing, or a weight recipe such as GPTQ):
+the hook then quantizes ``x' = x·A`` and ``Ŵ = NVFP4(A⁻¹·W)`` with the transform fitted per
+layer on the calibration activations (:attr:`LayerWeights.fitted`). Applying ``A`` to ``x``
+in the hook is, in real numbers, what folding it into the value projection does (``o·A =
+P·(V·A)``; tests/test_transform_folds.py checks the folded decoder equals the unfolded one).
 
 :class:`RecipeProjection` is the hook :class:`~nvfp4lab.models.decoder.Decoder` calls; it
 quantizes the layers it is given (the others run the ``bf16`` recipe) and accumulates, per
@@ -28,6 +33,7 @@ import torch
 from nvfp4lab import baselines
 from nvfp4lab.evaluation import Job
 from nvfp4lab.metrics import _sqnr_from
+from nvfp4lab.transforms.recipes import FittedTransform, Transform
 
 BASELINES = ("bf16", "fp8 (1x128 act, 128x128 wt)", "w4a16")
 
@@ -35,11 +41,13 @@ BASELINES = ("bf16", "fp8 (1x128 act, 128x128 wt)", "w4a16")
 OPERANDS = ("W4A4", "W16A4")  # NVFP4 weights and activations; weights as stored, NVFP4 activations
 
 
-def label_of(name: str, mode: str, operands: str) -> str:
-    """A row's label: ``"bf16"``, ``"max | shared static"`` (W4A4) or ``"max | shared static | W16A4"``."""
+def label_of(name: str, mode: str, operands: str, transform: str = "none") -> str:
+    """A row's label: ``"bf16"``, ``"max | shared static"`` (W4A4), ``"max | shared static | W16A4"``
+    or, with a transform, ``"max | shared static | hadamard head + gptq"``."""
     if mode == "-":
         return name
-    return f"{name} | {mode}" + ("" if operands == "W4A4" else f" | {operands}")
+    return (f"{name} | {mode}" + ("" if transform == "none" else f" | {transform}")
+            + ("" if operands == "W4A4" else f" | {operands}"))
 
 
 @dataclass(frozen=True)
@@ -51,10 +59,11 @@ class Recipe:
     mode: str
     job: Job | None = None
     operands: str = "-"
+    transform: Transform = Transform()
 
     @property
     def label(self) -> str:
-        return label_of(self.name, self.mode, self.operands)
+        return label_of(self.name, self.mode, self.operands, self.transform.label)
 
     @property
     def is_nvfp4(self) -> bool:
@@ -75,6 +84,29 @@ def all_recipes(include_mse: bool = True, activation_only: bool = True) -> list[
     return rows
 
 
+#: The global-scale recipes every transform is evaluated with: the cheapest to serve (one static
+#: scale per GEMM, max-calibrated) and the most adaptive (one dynamic scale per group and call).
+TRANSFORM_MODES = (("max", "shared static"), ("dynamic", "per_group dynamic"))
+
+
+def transform_recipes(head_dim: int, k: int, transforms=None) -> list[Recipe]:
+    """The rows of a transform study: the baselines, then per :data:`TRANSFORM_MODES` the
+    plain NVFP4 W4A4 row and one row per transform (default
+    :data:`~nvfp4lab.transforms.recipes.STUDY_TRANSFORMS`) that runs on a layer with head
+    dimension ``head_dim`` and contraction ``k`` (``hadamard 128`` needs 128 | D)."""
+    from nvfp4lab.evaluation import jobs
+    from nvfp4lab.transforms.recipes import STUDY_TRANSFORMS
+
+    transforms = STUDY_TRANSFORMS if transforms is None else transforms
+    usable = [t for t in dict.fromkeys(transforms) if not t.is_plain and t.unavailable(head_dim, k) is None]
+    by_key = {(job.label, job.mode.name): job for job in jobs(None)}
+    rows = [Recipe(name, "-") for name in BASELINES]
+    for name, mode in TRANSFORM_MODES:
+        job = by_key[(name, mode)]
+        rows += [Recipe(name, mode, job, "W4A4", t) for t in (Transform(), *usable)]
+    return rows
+
+
 def check_groups(heads: int, groups: int) -> int:
     if not isinstance(groups, int) or groups <= 0 or heads % groups:
         raise ValueError(f"groups must divide the model's {heads} attention heads; got {groups}")
@@ -92,12 +124,15 @@ def _pad_to(t: torch.Tensor, dim: int, multiple: int) -> torch.Tensor:
 
 class LayerWeights:
     """Per layer, the grouped ``W (G, K, N)`` float32 and its dequantized NVFP4 and FP8 forms
-    (computed once, on first use)."""
+    (computed once, on first use); ``fitted[(layer, transform)]``: the transforms fitted on
+    the layer's calibration activations (filled by the calibration,
+    :func:`nvfp4lab.models.evaluate.fit_layer_transforms`)."""
 
     def __init__(self, decoder, groups: int):
         check_groups(decoder.config.heads, groups)
         self.decoder, self.groups = decoder, groups
         self._cache: dict[tuple[str, int], torch.Tensor] = {}
+        self.fitted: dict[tuple[int, Transform], FittedTransform] = {}
 
     def grouped(self, layer: int) -> torch.Tensor:
         key = ("grouped", layer)
@@ -132,7 +167,12 @@ def recipe_output(recipe: Recipe, x: torch.Tensor, weights: LayerWeights, layer:
         n = w.shape[-1]
         padded = _pad_to(x, 2, baselines.FP8_BLOCK)
         return baselines.grouped_matmul(baselines.fp8_activations(padded), weights.fp8(layer))[..., :n]
-    w_hat = weights.nvfp4(layer) if recipe.operands == "W4A4" else w.double()
+    if not recipe.transform.is_plain:
+        fitted = weights.fitted[(layer, recipe.transform)]
+        x, w = fitted.activations(x), fitted.weights
+        w_hat = fitted.w_hat if recipe.operands == "W4A4" else w.double()
+    else:
+        w_hat = weights.nvfp4(layer) if recipe.operands == "W4A4" else w.double()
     z, _ = baselines.nvfp4_output(x, w, recipe.job.global_scale(x, static), w_hat, block_rule=recipe.job.rule)
     return z
 
@@ -159,6 +199,11 @@ class RecipeProjection:
         self.layers = set(range(n)) if layers is None else set(layers)
         if recipe.job is not None and recipe.job.factory is not None and not self.layers <= set(self.static):
             raise ValueError(f"recipe {recipe.label!r} needs calibrated static scales for layers {sorted(self.layers)}")
+        unfitted = sorted(i for i in self.layers if not recipe.transform.is_plain
+                          and (i, recipe.transform) not in weights.fitted)
+        if unfitted:
+            raise ValueError(f"recipe {recipe.label!r} needs its transform fitted on layers {unfitted} "
+                             "(nvfp4lab.models.evaluate.fit_layer_transforms)")
         self.measure = measure
         # on the model's device: no copy to the host (and no sync) per layer and call
         self.signal = torch.zeros(n, dtype=torch.float64, device=weights.decoder.device)
