@@ -31,11 +31,24 @@
 #   the better of 6 and 4; the global scale becomes amax/1536).
 # - *group spread (dec)*: multiplies group g by 10^(−spread·g/(G−1)), so the last group
 #   is that many decades quieter than the first — what a shared scale has to cover.
+# - *activation transform* (`nvfp4lab.transforms.recipes`): `none`; a Hadamard rotation of
+#   every 16 elements, of every head (`hadamard head`: D = 512 for the synthetic sources,
+#   32 for MiniLM, D of a (T, H, D) file) or of every 128; or `smoothquant` (per-channel
+#   scales, α searched on the calibration tokens). x′ = x·A, W′ = A⁻¹·W are fitted on the
+#   calibration tokens, the static scale is calibrated on x′, and the activation panels
+#   show x′; the SQNR of z stays against the untransformed x·W, so it compares across
+#   transforms. Rotations the data cannot take (a block that does not divide D, or D
+#   unknown, as for a (T, G, K) file) are marked *(unavailable)*, with the reason.
+# - *weights*: the NVFP4 recipe of W′: `rtn`, `mse weights`, `four-over-six weights`,
+#   `16x16 weights` or `gptq` (with the Hessian of x′). A first GPTQ fit or α search takes
+#   0.5–1.3 s; the scale controls (octaves, sharing, source, calibration, block rule)
+#   reuse it.
 #
 # **Views**: per-group SQNR of `x` and of `z` (bars; bf16 and the serving stacks' FP8
 # recipe as lines), the global scale's headroom per group, the distribution of the
 # relative element error `|x̂ − x|/|x|`, the histogram of block-scale bytes (zero and
-# subnormal scales marked) and the clipped fraction; the title is a one-line summary.
+# subnormal scales marked) and the clipped fraction; the title is a one-line summary,
+# with the kurtosis, block max/mean and zero-code fraction of x′ (of x in brackets).
 #
 # **Update time**: about 0.4 s per control change on one core at the default sizes
 # (measured per control in the last section). What a control does not change is cached.

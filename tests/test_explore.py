@@ -2,7 +2,7 @@
 library computed independently here, its widgets driven without a browser, its errors,
 and the notebook executed headless."""
 
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 import torch
@@ -10,8 +10,12 @@ import torch
 from nvfp4lab import baselines, io, metrics
 from nvfp4lab.data import synthetic
 from nvfp4lab.explore import SOURCES, Controls, Explorer, Layer, register_source
+from nvfp4lab.explore import compute as explore_compute
 from nvfp4lab.explore.compute import ERROR_EDGES, relative_error_histogram
 from nvfp4lab.quantize import dequantize_nvfp4, quantize_nvfp4
+from nvfp4lab.transforms.hadamard import fold_into_weights, rotate_activations
+from nvfp4lab.transforms.recipes import activation_statistics
+from nvfp4lab.transforms.smoothing import search_alpha
 
 pytest.importorskip("ipywidgets")
 from nvfp4lab.explore.ui import ExplorerUI  # noqa: E402
@@ -137,6 +141,9 @@ def test_relative_error_histogram_puts_each_element_in_its_bin():
     (dict(recipe="magic"), "recipe must be one of"),
     (dict(source="nowhere"), "unknown data source 'nowhere'"),
     (dict(block_rule="max4"), "block_rule must be one of"),
+    (dict(activation_transform="rotate"), "activation_transform must be one of .* got 'rotate'"),
+    (dict(weight_recipe="awq"), "weight_recipe must be one of .* got 'awq'"),
+    (dict(activation_transform="rtn"), "activation_transform must be one of"),  # a weight recipe, not a transform
 ])
 def test_bad_controls_are_named_in_the_error(explorer, change, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -146,8 +153,13 @@ def test_bad_controls_are_named_in_the_error(explorer, change, message):
 def test_the_widgets_drive_the_callbacks_without_a_browser(explorer):
     ui = ExplorerUI(explorer)
     assert ui.image.value[:8] == b"\x89PNG\r\n\x1a\n" and ui.last_view.summary in ui.status.value
+    assert set(ui.controls) == {f.name for f in fields(Controls)}  # one widget per control
+    assert list(ui.controls["activation_transform"].options) == ["none", "hadamard 16", "hadamard head",
+                                                                 "hadamard 128", "smoothquant"]
+    assert ui.controls["weight_recipe"].value == "rtn" and "gptq" in ui.controls["weight_recipe"].options
     settings = dict(octaves=-2.0, sharing="shared", scale_source="dynamic", block_rule="four_over_six",
-                    spread_decades=2.0, groups=8, recipe="headroom x4")
+                    spread_decades=2.0, groups=8, recipe="headroom x4", activation_transform="hadamard 16",
+                    weight_recipe="four-over-six weights")
     for name, value in settings.items():
         ui.controls[name].value = value
         assert ui.last_error is None and getattr(ui.last_view.controls, name) == value
@@ -155,6 +167,7 @@ def test_the_widgets_drive_the_callbacks_without_a_browser(explorer):
     assert ui.controls["recipe"].disabled  # dynamic scales use no recipe
     direct = explorer.compute(ui.current())
     torch.testing.assert_close(ui.last_view.sqnr_z_db, direct.sqnr_z_db)
+    assert "transform hadamard 16 + four-over-six weights" in ui.status.value and ui.transform_note.value == ""
 
     ui.controls["source"].value = "synthetic sketch"
     assert ui.last_view.controls.source == "synthetic sketch" and ui.last_view.controls.groups == 8
@@ -225,6 +238,10 @@ def test_minilm_layers_and_group_counts(captured_minilm):
     explorer = Explorer(captured_minilm)
     view = explorer.compute(Controls(source="MiniLM (captured)", layer=2, groups=3))  # K = 128
     assert "layer 2" in view.description and view.groups == 3 and "fp8" in view.baseline_z_db
+    assert view.head_dim == 32 and list(view.unavailable) == ["hadamard 128"]  # 128 divides K, not D = 32
+    view = explorer.compute(Controls(source="MiniLM (captured)", layer=2, groups=3,
+                                     activation_transform="hadamard head"))
+    assert "hadamard head (D=32)" in view.summary
     view = explorer.compute(Controls(source="MiniLM (captured)", layer=2, groups=4))  # K = 96: no FP8 recipe
     assert "fp8" not in view.baseline_z_db and view.baseline_z_db["bf16"].shape == (4,)
     with pytest.raises(ValueError, match="layer must be in 0..5"):
@@ -287,3 +304,139 @@ def test_the_layer_slider_follows_the_sources_layer_count(explorer):
         assert ui.controls["layer"].max == 5 and ui.controls["layer"].value == 5
     finally:
         SOURCES.pop("deep test source")
+
+
+# ------------------------------------------------------------------- the transforms
+def test_the_default_controls_are_the_plain_layer_bit_for_bit(explorer):
+    """No transform, RTN weights: the view is the one the explorer showed before the
+    transforms came (x quantized as is, z̃ with baselines.nvfp4_weights(W)), exactly."""
+    view = explorer.compute(Controls())
+    assert view.controls.activation_transform == "none" and view.controls.weight_recipe == "rtn"
+    x_cal, x, w = independent_inputs(4, 0.0)
+    torch.testing.assert_close(view.global_scale, independent_global_scale(x_cal, x, Controls()), rtol=2e-7, atol=0)
+    q = quantize_nvfp4(x, view.global_scale)
+    x_hat = dequantize_nvfp4(q)
+    z = torch.einsum("tgk,gkn->tgn", x.double(), w.double())
+    z_hat = baselines.grouped_matmul(x_hat, baselines.nvfp4_weights(w))
+    assert torch.equal(view.sqnr_x_db, metrics.sqnr_db_per_group(x, x_hat))
+    assert torch.equal(view.sqnr_z_db, metrics.sqnr_db_per_group(z, z_hat))
+    assert view.sqnr_z_total_db == metrics.sqnr_db(z, z_hat)
+    assert view.stats == metrics.quantization_stats(x, q)
+    assert view.head_dim == 512 and view.alpha is None and view.unavailable == {}
+    assert view.activation_stats == view.plain_activation_stats == activation_statistics(x)
+    assert "transform none" in view.summary and "x: kurtosis" in view.summary
+
+
+@pytest.mark.parametrize("controls", [Controls(activation_transform="hadamard head"),
+                                      Controls(activation_transform="hadamard head", groups=2, sharing="shared",
+                                               scale_source="dynamic", octaves=-1.0, block_rule="four_over_six")],
+                         ids=["default", "G2-shared-dynamic-four_over_six"])
+def test_a_hadamard_head_view_equals_an_independent_recomputation(explorer, controls):
+    """x' = x·(I ⊗ Ĥ_512) per head, scales calibrated on the rotated calibration tokens,
+    ẑ = NVFP4(x')·NVFP4(Ĥᵀ W) against the untransformed z = x·W."""
+    view = explorer.compute(controls)
+    x_cal, x, w = independent_inputs(controls.groups, 0.0)
+    x_cal_r, x_r = rotate_activations(x_cal, 512), rotate_activations(x, 512)
+    gs = independent_global_scale(x_cal_r, x_r, controls)
+    torch.testing.assert_close(view.global_scale, gs, rtol=2e-7, atol=0)
+    q = quantize_nvfp4(x_r, view.global_scale, block_rule=controls.block_rule)
+    x_hat = dequantize_nvfp4(q)
+    w_hat = baselines.nvfp4_weights(fold_into_weights(w, 512))
+    z = torch.einsum("tgk,gkn->tgn", x.double(), w.double())  # the reference is the plain layer
+    z_hat = torch.einsum("tgk,gkn->tgn", x_hat.double(), w_hat).to(torch.bfloat16).double()
+    torch.testing.assert_close(view.sqnr_z_db, metrics.sqnr_db_per_group(z, z_hat), rtol=1e-6, atol=1e-6)
+    assert view.sqnr_z_total_db == pytest.approx(metrics.sqnr_db(z, z_hat), abs=1e-6)
+    torch.testing.assert_close(view.sqnr_x_db, metrics.sqnr_db_per_group(x_r, x_hat), rtol=1e-9, atol=1e-9)
+    assert view.stats == metrics.quantization_stats(x_r, q)
+    plain = explorer.compute(replace(controls, activation_transform="none"))
+    assert not torch.equal(view.sqnr_x_db, plain.sqnr_x_db)  # the rotation did run
+    statistics = activation_statistics(x_r)
+    assert view.activation_stats == pytest.approx(statistics)
+    assert view.activation_stats["kurtosis"] < view.plain_activation_stats["kurtosis"]  # spikes spread out
+    assert "hadamard head (D=512)" in view.summary and f"x′: kurtosis {statistics['kurtosis']:.0f}" in view.summary
+
+
+def test_smoothquant_divides_x_by_the_searched_scales(explorer):
+    view = explorer.compute(Controls(activation_transform="smoothquant", scale_source="dynamic"))
+    x_cal, x, w = independent_inputs(4, 0.0)
+    search = search_alpha(x_cal, w)
+    assert view.alpha == search.alpha and f"smoothquant (α={search.alpha:g})" in view.summary
+    x_s = x / search.scales
+    q = quantize_nvfp4(x_s, view.global_scale)
+    torch.testing.assert_close(view.global_scale, x_s.abs().amax(dim=(0, 2)) / 2688.0, rtol=2e-7, atol=0)
+    torch.testing.assert_close(view.sqnr_x_db, metrics.sqnr_db_per_group(x_s, dequantize_nvfp4(q)), rtol=1e-9,
+                               atol=1e-9)
+
+
+def test_the_fitted_transform_is_cached_across_scale_controls(monkeypatch):
+    calls = []
+
+    def counting(transforms, *args, **kwargs):
+        calls.append([t.label for t in transforms])
+        return fit_transforms(transforms, *args, **kwargs)
+
+    fit_transforms = explore_compute.fit_transforms
+    monkeypatch.setattr(explore_compute, "fit_transforms", counting)
+    explorer = Explorer(tokens=TOKENS)
+    state = Controls(activation_transform="smoothquant", weight_recipe="gptq")
+    first = explorer.compute(state)
+    for change in (dict(octaves=3.0), dict(octaves=-1.5), dict(sharing="shared"), dict(scale_source="dynamic"),
+                   dict(block_rule="four_over_six"), dict(recipe="headroom x4")):
+        state = replace(state, **change)
+        explorer.compute(state)
+    assert calls == [["smoothquant + gptq"]]  # one α search and one GPTQ for all of those
+    again = explorer.compute(replace(state, **{f.name: getattr(Controls(activation_transform="smoothquant",
+                                                                        weight_recipe="gptq"), f.name)
+                                               for f in fields(Controls)}))
+    torch.testing.assert_close(again.sqnr_z_db, first.sqnr_z_db, rtol=0, atol=0)
+    explorer.compute(replace(state, weight_recipe="rtn"))
+    explorer.compute(replace(state, spread_decades=1.0))  # new calibration tokens: a new fit
+    assert calls == [["smoothquant + gptq"], ["smoothquant"], ["smoothquant + gptq"]]
+
+
+def _save_activations(path, shape):
+    from safetensors.torch import save_file
+
+    save_file({"o": torch.randn(*shape, generator=torch.Generator().manual_seed(5))}, str(path))
+    return str(path)
+
+
+def test_an_unavailable_transform_is_reported_not_crashed(explorer, tmp_path):
+    tgk = _save_activations(tmp_path / "tgk.safetensors", (128, 4, 64))  # (T, G, K) at G=4: D unknown
+    with pytest.raises(ValueError, match="activation_transform 'hadamard head' is unavailable for this data: "
+                                         "hadamard head needs the head dimension"):
+        explorer.compute(Controls(source="safetensors file", path=tgk, activation_transform="hadamard head"))
+    ui = ExplorerUI(explorer, Controls(source="safetensors file", path=tgk))
+    assert ui.last_error is None and ui.last_view.head_dim is None
+    assert set(ui.last_view.unavailable) == {"hadamard 16", "hadamard head", "hadamard 128"}
+    assert "unavailable for this data: hadamard 16, hadamard head, hadamard 128" in ui.status.value
+    labels = [label for label, _ in ui.controls["activation_transform"].options]
+    assert labels == ["none", "hadamard 16 (unavailable)", "hadamard head (unavailable)",
+                      "hadamard 128 (unavailable)", "smoothquant"]
+    ui.controls["activation_transform"].value = "hadamard 16"
+    assert ui.last_view is None and "is unavailable for this data" in ui.last_error
+    assert "color:#b00" in ui.status.value and "Traceback" not in ui.status.value and ui.image.value == b""
+    assert ui.controls["activation_transform"].value == "hadamard 16"  # relabelling kept the choice
+    assert "needs the head dimension" in ui.transform_note.value
+
+    ui.controls["path"].value = _save_activations(tmp_path / "thd.safetensors", (128, 8, 32))  # (T, H, D): D = 32
+    assert ui.last_error is None and ui.last_view.head_dim == 32 and "hadamard 16" in ui.last_view.summary
+    ui.controls["activation_transform"].value = "hadamard 128"  # K = 64 at G=4, D = 32
+    assert "head dimension 32" in ui.last_error and "Traceback" not in ui.status.value
+    ui.controls["activation_transform"].value = "hadamard head"
+    assert ui.last_error is None and "hadamard head (D=32)" in ui.last_view.summary
+    assert [label for label, _ in ui.controls["activation_transform"].options][3] == "hadamard 128 (unavailable)"
+    ui.controls["groups"].value = 8  # as many heads as groups: read as (T, G, K), D unknown again
+    assert "needs the head dimension" in ui.last_error
+    ui.controls["path"].value = str(tmp_path / "missing.safetensors")  # no data: no transform marked
+    assert "not found" in ui.last_error and ui.transform_note.value == ""
+    assert list(ui.controls["activation_transform"].options)[2] == "hadamard head"
+
+
+def test_a_transformed_view_says_so_in_its_figure(explorer):
+    from nvfp4lab.explore.views import draw
+
+    figure = draw(explorer.compute(Controls(activation_transform="hadamard 128", weight_recipe="16x16 weights")))
+    assert "x′" in figure.axes[0].get_title() and "x′" in figure.axes[3].get_title()
+    assert "transform hadamard 128 + 16x16 weights" in figure._suptitle.get_text()
+    assert "x′: kurtosis" in figure._suptitle.get_text()

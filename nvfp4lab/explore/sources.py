@@ -4,14 +4,15 @@ A source is one function ``load(groups, options) -> Layer`` registered with
 :func:`register_source`; the explorer caches what it returns, so a source may be slow.
 Every source returns float32 activations ``(T, G, K)`` split into a calibration part and
 a held-out part (the static recipes calibrate on the first, every view is measured on
-the second) and the weights ``(G, K, N)``. Adding a source (e.g. a decoder LM's layer) is
-one decorated function::
+the second), the weights ``(G, K, N)`` and, where it knows it, the head dimension D (the
+explorer's Hadamard rotations need it: every block must divide D). Adding a source (e.g.
+a decoder LM's layer) is one decorated function::
 
     @register_source("my model", groups=(1, 2, 4), default_groups=2, options=("layer",), layers=30)
     def my_model(groups, options):
         o = ...  # (T, H, D) attention outputs of layer options.layer
         w = ...  # (H·D, N): the output projection, input features in head order
-        return split_layer(o, w, groups, "my model, layer ...")
+        return split_layer(o, w, groups, "my model, layer ...")  # head_dim = D of o
 """
 
 from __future__ import annotations
@@ -43,12 +44,15 @@ class SourceOptions:
 @dataclass(frozen=True)
 class Layer:
     """One layer's tensors: ``calibration (Tc, G, K)``, ``held_out (Te, G, K)`` and
-    ``weights (G, K, N)``, all float32; ``description`` names the data in words."""
+    ``weights (G, K, N)``, all float32; ``description`` names the data in words;
+    ``head_dim`` the head dimension D (``None`` where the data does not tell it: the
+    explorer then disables the Hadamard rotations, whose blocks must divide D)."""
 
     calibration: torch.Tensor
     held_out: torch.Tensor
     weights: torch.Tensor
     description: str
+    head_dim: int | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,8 @@ def get_source(name: str) -> Source:
 def split_layer(o: torch.Tensor, w_dense: torch.Tensor, groups: int, description: str) -> Layer:
     """A :class:`Layer` from attention outputs ``o (T, H, D)`` (heads of a group
     contiguous) and the dense projection ``w_dense (H·D, N)``: the first 75 % of tokens
-    calibrate, the last 25 % are held out (``nvfp4lab calibrate``'s split and errors)."""
+    calibrate, the last 25 % are held out (``nvfp4lab calibrate``'s split and errors);
+    the head dimension is D."""
     from nvfp4lab.calibrate_command import split_held_out
 
     if o.shape[1] % groups:
@@ -102,7 +107,7 @@ def split_layer(o: torch.Tensor, w_dense: torch.Tensor, groups: int, description
     x = o.to(torch.float32).reshape(o.shape[0], groups, -1)
     calibration, held_out = split_held_out(x)
     weights = w_dense.to(torch.float32).reshape(groups, x.shape[-1], -1)
-    return Layer(calibration, held_out, weights, description)
+    return Layer(calibration, held_out, weights, description, head_dim=o.shape[-1])
 
 
 # ----------------------------------------------------------------- built-in sources
@@ -117,7 +122,7 @@ def _synthetic(base, heads: int, out_features: int, label: str):
                                  for seed in (1, 2))
         description = (f"{label}: {heads} heads × {config.head_dim} dims in {groups} groups, K={config.in_features}, "
                        f"N={out_features}, {options.tokens} calibration + {options.tokens} held-out tokens")
-        return Layer(calibration, held_out, synthetic.weights(config).float(), description)
+        return Layer(calibration, held_out, synthetic.weights(config).float(), description, head_dim=config.head_dim)
 
     return load
 
@@ -165,4 +170,18 @@ def file_source(groups: int, options: SourceOptions) -> Layer:
         w = stand_in_weights(groups, x.shape[-1])
         weights_label = "random Gaussian stand-in weights"
     calibration, held_out = split_held_out(x)
-    return Layer(calibration, held_out, w, f"{options.path.strip()} {tuple(x.shape)} (T, G, K), {weights_label}")
+    stored = _stored_shape(options.path.strip())
+    if stored[1] != groups:  # the loader merged heads into groups: the file is (T, H, D)
+        head_dim, layout = stored[2], f"from (T, H, D) = {stored}, head dim {stored[2]}"
+    else:  # (T, G, K), or as many heads as groups: no way to tell
+        head_dim, layout = None, "read as (T, G, K): head dimension unknown (a (T, H, D) file at G < H gives it)"
+    return Layer(calibration, held_out, w,
+                 f"{options.path.strip()} {tuple(x.shape)} (T, G, K) {layout}, {weights_label}", head_dim=head_dim)
+
+
+def _stored_shape(path: str) -> tuple[int, ...]:
+    """The shape of the one tensor of a safetensors file (read from its header only)."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as file:
+        return tuple(file.get_slice(next(iter(file.keys()))).get_shape())

@@ -5,8 +5,12 @@
 :class:`~nvfp4lab.explore.compute.Controls`, computes the
 :class:`~nvfp4lab.explore.compute.View`, draws it (``nvfp4lab.explore.views``) into an
 image widget and writes the one-line summary and the update time. Errors (a bad file, a
-group count the data cannot take) appear in the status line, not as tracebacks. The
-widgets work without a browser, so tests drive them by setting ``.value``.
+group count the data cannot take, an activation transform the data cannot take) appear in
+the status line, not as tracebacks. The activation transforms the current data cannot
+take (a rotation whose block does not divide the head dimension, or any rotation when
+the head dimension is unknown) are marked "(unavailable)" in their dropdown, with the
+reasons in a note line. The widgets work without a browser, so tests drive them by
+setting ``.value``.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ from dataclasses import fields
 
 import ipywidgets as widgets
 
-from nvfp4lab.explore.compute import OCTAVES, RECIPES, SPREAD_DECADES, Controls, Explorer, View
+from nvfp4lab.explore.compute import OCTAVES, RECIPES, SPREAD_DECADES, Controls, Explorer, TransformUnavailable, View
 from nvfp4lab.explore.sources import OPTION_FIELDS, SOURCES, get_source
 from nvfp4lab.quantize import BLOCK_RULES
 from nvfp4lab.scale_modes import SHARINGS, SOURCES as SCALE_SOURCES
+from nvfp4lab.transforms.recipes import ACTIVATION_TRANSFORMS, WEIGHT_RECIPES
 
 #: what the UI catches and shows: the library's and the loaders' clear errors
 SHOWN_ERRORS = (ValueError, TypeError, RuntimeError, OSError, KeyError)
@@ -59,6 +64,11 @@ def _control_widgets(controls: Controls) -> dict[str, widgets.Widget]:
         "spread_decades": widgets.FloatSlider(value=controls.spread_decades, min=SPREAD_DECADES[0],
                                               max=SPREAD_DECADES[1], step=0.5, description="group spread (dec)",
                                               style=style, continuous_update=False, layout=wide()),
+        "activation_transform": widgets.Dropdown(options=list(ACTIVATION_TRANSFORMS),
+                                                 value=controls.activation_transform,
+                                                 description="activation transform", style=style),
+        "weight_recipe": widgets.Dropdown(options=list(WEIGHT_RECIPES), value=controls.weight_recipe,
+                                          description="weights", style=style),
     }
 
 
@@ -71,6 +81,8 @@ class ExplorerUI:
         self.controls = _control_widgets(controls)
         self.status = widgets.HTML()
         self.progress = widgets.HTML()
+        self.transform_note = widgets.HTML()  # the activation transforms this data cannot take, and why
+        self.unavailable: dict[str, str] = {}
         self.image = widgets.Image(format="png")
         self.last_view: View | None = None
         self.last_error: str | None = None
@@ -81,8 +93,9 @@ class ExplorerUI:
         c = self.controls
         self.widget = widgets.VBox([
             widgets.HBox([widgets.VBox([c["source"], c["layer"], c["path"], c["weights_path"], c["groups"]]),
-                          widgets.VBox([c["sharing"], c["scale_source"], c["recipe"], c["block_rule"]])]),
-            c["octaves"], c["spread_decades"], self.progress, self.status, self.image,
+                          widgets.VBox([c["sharing"], c["scale_source"], c["recipe"], c["block_rule"],
+                                        c["activation_transform"], c["weight_recipe"]])]),
+            c["octaves"], c["spread_decades"], self.transform_note, self.progress, self.status, self.image,
         ])
         self._show_source_options()
         self.update()
@@ -115,6 +128,25 @@ class ExplorerUI:
         self._show_source_options()
         self.update()
 
+    def _show_unavailable(self, reasons: dict[str, str]) -> None:
+        """Mark the activation transforms the current data cannot take (``reasons``: name ->
+        why; empty when all can, or when the data itself could not load)."""
+        self.unavailable = dict(reasons)
+        dropdown = self.controls["activation_transform"]
+        options = ([(f"{a} (unavailable)" if a in reasons else a, a) for a in ACTIVATION_TRANSFORMS] if reasons
+                   else list(ACTIVATION_TRANSFORMS))
+        if list(dropdown.options) != options:
+            self._quiet = True  # replacing the options resets the value (and fires a change)
+            try:
+                value = dropdown.value
+                dropdown.options = options
+                dropdown.value = value
+            finally:
+                self._quiet = False
+        self.transform_note.value = "<br>".join(
+            f"<small><b>{html.escape(a)}</b> unavailable for this data: {html.escape(why)}</small>"
+            for a, why in reasons.items())
+
     def _progress(self, message: str) -> None:
         self.progress.value = f"<i>⏳ {html.escape(message)} …</i>"
 
@@ -128,10 +160,12 @@ class ExplorerUI:
             view = self.explorer.compute(self.current(), progress=self._progress)
         except SHOWN_ERRORS as error:
             self.last_view, self.last_error = None, f"{type(error).__name__}: {error}"
+            self._show_unavailable(error.reasons if isinstance(error, TransformUnavailable) else {})
             self.progress.value = ""
             self.status.value = f"<b style='color:#b00'>{html.escape(self.last_error)}</b>"
             self.image.value = b""
             return None
+        self._show_unavailable(view.unavailable)
         self._progress("drawing")
         self.image.value = png_bytes(draw(view), self.dpi)
         self.last_view, self.last_error = view, None

@@ -4,8 +4,12 @@ Six panels: per-group SQNR of the activations and of ``z`` (bars; the bf16 and F
 baselines as lines), the global scale's headroom per group in octaves, the clipped
 fraction per group, the distribution of the relative element error, and the histogram
 of block-scale bytes with the zero and subnormal shares. The title is the one-line
-summary. The SQNR and headroom bars take the colour of the view's scale mode
-(:func:`nvfp4lab.style.scale_mode_colour`), as every figure of nvfp4lab does.
+summary (with the transform, its α or head dimension, and the activation statistics of
+x' against x). With an activation transform every activation panel is of the transformed
+x' = x·A (titles and axis labels say so), the SQNR of z is against the untransformed x·W,
+and the bf16 / FP8 lines are the plain layer's. The SQNR and headroom bars take the
+colour of the view's scale mode (:func:`nvfp4lab.style.scale_mode_colour`), as every
+figure of nvfp4lab does.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import textwrap
 import pandas as pd
 import torch
 
-from nvfp4lab.explore.compute import View, percent_text
+from nvfp4lab.explore.compute import View, headline, notes, percent_text
 from nvfp4lab.style import apply_style, scale_mode_colour
 
 BASELINE_STYLE = {"bf16": dict(color="0.35", linestyle="--", marker="o"),
@@ -53,7 +57,12 @@ def _mode(view: View) -> str:
     return f"{view.controls.sharing} {view.controls.scale_source}"
 
 
-def _sqnr_panel(ax, values: torch.Tensor, baselines: dict[str, torch.Tensor], what: str, mode: str) -> None:
+def _transformed(view: View) -> bool:
+    return view.controls.activation_transform != "none"
+
+
+def _sqnr_panel(ax, values: torch.Tensor, baselines: dict[str, torch.Tensor], what: str, mode: str,
+                ylabel: str = "SQNR (dB)") -> None:
     labels = _group_labels(values.shape[0])
     finite = torch.isfinite(values)
     ax.bar(labels, torch.where(finite, values, torch.zeros_like(values)).tolist(), color=scale_mode_colour(mode),
@@ -64,7 +73,7 @@ def _sqnr_panel(ax, values: torch.Tensor, baselines: dict[str, torch.Tensor], wh
         finite = torch.where(torch.isfinite(line), line, torch.full_like(line, float("nan")))
         label = name if bool(torch.isfinite(line).all()) else f"{name} (∞ dB where missing)"
         ax.plot(labels, finite.tolist(), label=label, **BASELINE_STYLE.get(name, {}))
-    ax.set(xlabel="group", ylabel="SQNR (dB)", title=f"SQNR of {what} per group")
+    ax.set(xlabel="group", ylabel=ylabel, title=f"SQNR of {what} per group")
     _legend_below(ax, ncol=2)
 
 
@@ -76,7 +85,8 @@ def _headroom_panel(ax, view: View) -> None:
     pad = 0.1 * (high - low) + 0.2  # keep the 0 line clear of the frame
     ax.set_ylim(low - pad, high + pad)
     ax.axhline(0.0, color="C3", linewidth=1.2, label="below 0: the group's largest blocks clip")
-    ax.set(xlabel="group", ylabel="log2(gs · 2688 / amax of the group)", title="global-scale headroom (octaves)")
+    x = "x′" if _transformed(view) else "x"
+    ax.set(xlabel="group", ylabel=f"log2(gs · 2688 / amax of the group's {x})", title="global-scale headroom (octaves)")
     _legend_below(ax, ncol=1)
 
 
@@ -102,8 +112,10 @@ def _error_panel(ax, view: View) -> None:
     })
     sns.lineplot(frame, x="log10 relative error", y="share of elements", hue="group", ax=ax, palette="viridis")
     ax.set(ylabel="share of the group's elements (%)",
-           xlabel="log10 |x̂ − x| / |x|  (−5: at most 1e-5, 0: flushed to zero)",
-           title="relative element error of the activations")
+           xlabel=("log10 |x̂′ − x′| / |x′|" if _transformed(view) else "log10 |x̂ − x| / |x|")
+           + "  (−5: at most 1e-5, 0: flushed to zero)",
+           title="relative element error of the " + ("transformed activations x′" if _transformed(view)
+                                                     else "activations"))
     ax.get_legend().remove()
     _legend_below(ax, ncol=min(view.groups, 6), title="group")
 
@@ -131,14 +143,20 @@ def draw(view: View):
     apply_style()
     fig = Figure(figsize=(15, 9))
     axes = fig.subplots(2, 3)
-    fig.subplots_adjust(left=0.05, right=0.94, top=0.87, bottom=0.14, wspace=0.3, hspace=0.62)
-    _sqnr_panel(axes[0, 0], view.sqnr_x_db, view.baseline_x_db, "the activations x", _mode(view))
-    _sqnr_panel(axes[0, 1], view.sqnr_z_db, view.baseline_z_db, "z = x·W", _mode(view))
+    fig.subplots_adjust(left=0.05, right=0.94, top=0.86, bottom=0.14, wspace=0.3, hspace=0.62)
+    if _transformed(view):  # x' is what is quantized; the baselines quantize the plain x
+        _sqnr_panel(axes[0, 0], view.sqnr_x_db, view.baseline_x_db, f"x′ = x·A ({view.controls.activation_transform})",
+                    _mode(view), ylabel="SQNR (dB); lines: bf16 / FP8 of x")
+    else:
+        _sqnr_panel(axes[0, 0], view.sqnr_x_db, view.baseline_x_db, "the activations x", _mode(view))
+    _sqnr_panel(axes[0, 1], view.sqnr_z_db, view.baseline_z_db, "z = x·W", _mode(view))  # transform: in the title
     _headroom_panel(axes[0, 2], view)
     _error_panel(axes[1, 0], view)
     _scale_panel(axes[1, 1], view)
     _clipped_panel(axes[1, 2], view)
-    fig.suptitle("\n".join(textwrap.wrap(view.summary, 150)) + f"\n{view.description}", fontsize=10)
+    # the summary's control state and results, then the activation statistics, then the data
+    lines = [*textwrap.wrap(headline(view), 160), *textwrap.wrap(notes(view), 160), view.description]
+    fig.suptitle("\n".join(lines), fontsize=10)
     return fig
 
 
