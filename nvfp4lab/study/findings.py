@@ -19,6 +19,7 @@ import functools
 from nvfp4lab.study import experiments as ex
 from nvfp4lab.study.finding import Finding
 from nvfp4lab.study.findings_decoder import DECODER_FINDINGS
+from nvfp4lab.study.findings_transforms import TRANSFORM_FINDINGS
 
 
 # Two findings each read the drift report and the recipe table: compute them once per mode.
@@ -188,7 +189,7 @@ SYNTHETIC_AND_ENCODER_FINDINGS = [
 ]
 
 
-FINDINGS = SYNTHETIC_AND_ENCODER_FINDINGS + DECODER_FINDINGS
+FINDINGS = SYNTHETIC_AND_ENCODER_FINDINGS + DECODER_FINDINGS + TRANSFORM_FINDINGS
 
 
 def by_id(finding_id: str) -> Finding:

@@ -45,7 +45,11 @@ DECODER_RELATIVE = 0.10
 # Decoder numbers that are identities or counts: exact. Numbers not pinned: the index of the
 # median layer (which layer sits at the median of 30 near-equal sensitivities moves with noise;
 # the ratio to it is pinned through its interval).
-DECODER_EXACT = ("tokens", "windows", "layer", "recipes_w4a4", "recipes_a4")
+DECODER_EXACT = ("tokens", "windows", "layer", "recipes_w4a4", "recipes_a4", "head_dim", "rows")
+# the smoothing strength α is searched on a grid of 0.1: a perturbation may move a layer's
+# choice (or the median) by one step
+DECODER_GRID = ("alpha_median", "alpha_min", "alpha_max")
+DECODER_GRID_STEP = 0.1
 DECODER_UNPINNED = ("median_layer",)
 DECODER_COUNTS = ("resolved_worse",)  # comparisons whose interval excludes 1: one may flip
 # fractions of a handful of top-1 % tokens (5 of 512): one token moves them by 0.2
@@ -70,6 +74,8 @@ def _decoder_tolerance(key: str, pinned: float, pins: dict) -> float:
         return math.inf
     if key in DECODER_COUNTS:
         return 1.0
+    if key in DECODER_GRID:
+        return DECODER_GRID_STEP + 1e-9
     if key in DECODER_TOKEN_FRACTIONS:
         return 0.21
     if key.endswith("db"):
