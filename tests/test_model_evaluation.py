@@ -207,11 +207,11 @@ def test_bootstrap_rejects_bad_input(sums, counts, message):
 
 # --- intervals of an evaluation and the recommendation -------------------------------------
 
-def _row(recipe, mode, kl_windows, operands="W4A4"):
+def _row(recipe, mode, kl_windows, operands="W4A4", transform="none"):
     n = 50.0
     kl = sum(kl_windows) / (n * len(kl_windows))
     return Row(recipe, mode, 10.0, kl, 0.9, [20.0], operands if mode != "-" else "-",
-               [2.3 * n] * len(kl_windows), list(kl_windows), [0.9 * n] * len(kl_windows))
+               [2.3 * n] * len(kl_windows), list(kl_windows), [0.9 * n] * len(kl_windows), transform)
 
 
 def _evaluation(rows, windows):
@@ -373,6 +373,48 @@ def test_calibrate_model_refuses_a_non_empty_export_folder_before_the_long_work(
     assert main(["calibrate-model", "--gguf", str(tiny["llama"]), "--tokens", "192", "--out", "report",
                  "--export", "served"]) == 2
     assert "served" in capsys.readouterr().err and not (tmp_path / "report").exists()
+
+
+def test_deployment_cost_puts_runtime_costs_before_the_offline_work_of_a_transform():
+    def cost(recipe, mode, transform="none"):
+        return deployment_cost(_row(recipe, mode, [1.0, 1.0], transform=transform))
+
+    assert cost("max", "shared static") < cost("max", "shared static", "gptq") \
+        < cost("max", "shared static", "hadamard head") == cost("max", "shared static", "hadamard head + gptq")
+    assert cost("max", "shared static", "hadamard head + gptq") < cost("dynamic", "per_group dynamic"), \
+        "a folded transform is free at inference: a dynamic amax pass is not"
+    assert cost("dynamic", "per_group dynamic", "smoothquant") < cost("max + four-over-six", "shared static")
+
+
+def test_recommend_prefers_a_transform_only_when_it_is_resolved_better_and_says_how_to_deploy_it():
+    common = _window_kl(0.05, 0.3, 4)
+    base = [_row("bf16", "-", [0.0] * 16), _row("fp8 (1x128 act, 128x128 wt)", "-", [0.25] * 16)]
+    plain = _row("max", "shared static", common)
+    rotated = _row("max", "shared static", [k * 0.8 for k in common], transform="hadamard head")
+    e = _evaluation(base + [plain, rotated], 16)
+    e.head_dim = 64
+    recommendation = recommend(e)
+    assert recommendation.row.label == "max | shared static | hadamard head"
+    assert "v_proj" in recommendation.reason and "size 64" in recommendation.reason
+    equal = _row("max", "shared static", [k * 1.005 for k in common], transform="hadamard head")
+    recommendation = recommend(_evaluation(base + [plain, equal], 16))
+    assert recommendation.row.label == "max | shared static", "equivalent: the row without a transform is cheaper"
+    assert "To deploy" not in recommendation.reason
+
+
+def test_a_recommended_transform_is_served_as_the_best_row_without_one():
+    from nvfp4lab.models.command import served_row
+
+    common = _window_kl(0.05, 0.3, 5)
+    rows = [_row("bf16", "-", [0.0] * 16), _row("fp8 (1x128 act, 128x128 wt)", "-", [0.25] * 16),
+            _row("max", "shared static", [k * 1.2 for k in common]),
+            _row("headroom x4", "shared static", [k * 1.1 for k in common]),
+            _row("max", "shared static", common, transform="gptq")]
+    e = _evaluation(rows, 16)
+    recommendation = recommend(e)
+    assert recommendation.row.label == "max | shared static | gptq"
+    row, why = served_row(e, recommendation)
+    assert row.label == "headroom x4 | shared static" and "gptq" in why and "not written" in why
 
 
 def test_the_served_row_is_what_a_checkpoint_can_hold():

@@ -11,7 +11,9 @@ the head groups (default :func:`default_groups`), ``tokens`` the held-out tokens
 ``kl_ratio_to_best_ci95``, ``recommended`` carries ``equivalent``) and
 ``model_calibration.png`` into ``out``. Every input is checked before the long work, and a
 failed run leaves the output folder as it found it (:class:`nvfp4lab.output_folder.OutputFolder`).
-``export_dir``: also write the recommended recipe, as a serving stack can hold it
+``transforms``: also evaluate the transform rows (rotations, smoothing, weight recipes:
+:func:`nvfp4lab.models.projection.transform_recipes`), which the recommendation then
+considers with their deployment cost. ``export_dir``: also write the recommended recipe, as a serving stack can hold it
 (:func:`served_row`), as a checkpoint in ``fmt`` (:mod:`nvfp4lab.export`).
 """
 
@@ -98,14 +100,15 @@ def markdown(evaluation, recommendation, gguf: str, text: str) -> str:
     from nvfp4lab.models.intervals import row_intervals, sensitivity_intervals
 
     intervals = row_intervals(evaluation)
-    lines = ["| recipe | mode | operands | perplexity | KL(bf16 ‖ q) (nats) | KL ÷ best | KL ÷ FP8 | top-1 "
-             "agreement | mean layer SQNR (dB) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| recipe | mode | transform | operands | perplexity | KL(bf16 ‖ q) (nats) | KL ÷ best | KL ÷ FP8 | "
+             "top-1 agreement | mean layer SQNR (dB) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in evaluation.rows:
         ci = intervals[r.label]
         to_best = ci.ratio_to_best.percent() if ci.ratio_to_best is not None else ""
         to_fp8 = (f"{ci.ratio_to_reference.value:.1f}× [{ci.ratio_to_reference.low:.1f}, "
                   f"{ci.ratio_to_reference.high:.1f}]") if ci.ratio_to_reference is not None else ""
-        lines.append(f"| {r.recipe} | {r.mode} | {r.operands} | {_ci(ci.perplexity, 3)} | {_ci(ci.kl)} | {to_best} | "
+        transform = "" if r.mode == "-" else r.transform
+        lines.append(f"| {r.recipe} | {r.mode} | {transform} | {r.operands} | {_ci(ci.perplexity, 3)} | {_ci(ci.kl)} | {to_best} | "
                      f"{to_fp8} | {_ci(ci.top1, 3)} | {r.mean_layer_sqnr_db:.2f} |")
     sensitivity = sensitivity_intervals(evaluation)
     ranked = sorted(range(len(sensitivity)), key=lambda i: -sensitivity[i].value)[:5]
@@ -115,7 +118,7 @@ def markdown(evaluation, recommendation, gguf: str, text: str) -> str:
             f"{evaluation.calibration_tokens} tokens, evaluated on {evaluation.tokens} held-out predictions in "
             f"{len(evaluation.window_positions)} windows of {evaluation.seq_len}. The file stores the o_proj weights "
             f"as {weights}: W4A4 rows re-quantize them to NVFP4, W16A4 rows keep them as stored and quantize only the "
-            "activations; the activations are real.\n\n"
+            "activations; the activations are real.\n\n" + _transform_note(evaluation) +
             "Intervals: 95 %, percentile bootstrap over the held-out windows (each window is one sequence with its "
             "own context; every recipe is measured on the same windows, so ratios are paired). KL ÷ best: change "
             "relative to the lowest-KL row of the same operands; an interval that includes 0 % is no resolved "
@@ -127,6 +130,19 @@ def markdown(evaluation, recommendation, gguf: str, text: str) -> str:
             + ", ".join(f"{i} ({_ci(sensitivity[i])})" for i in ranked)
             + f"\n\nRecommended: **{recommendation.row.recipe}** with **{recommendation.row.mode}** global activation "
             f"scales. {recommendation.reason}\n\nRule: {_rule()}.\n")
+
+
+def _transform_note(evaluation) -> str:
+    """What the transform rows are (``--transforms``), or how to get them."""
+    if not any(r.transform != "none" for r in evaluation.rows):
+        return ("Transforms (rotations, smoothing, GPTQ and other weight recipes) were not evaluated: "
+                "`--transforms` adds them (about 1.5 minutes more for SmolLM2 at the default tokens on 2 cores).\n\n")
+    alphas = sorted(evaluation.smoothing_alpha) or [float("nan")]
+    return ("Transform rows: the transform is fitted per layer on the calibration tokens and composed with static "
+            "shared max and per-group dynamic scales. A rotation (hadamard 16, hadamard head = one Hadamard per "
+            f"head of {evaluation.head_dim}) or smoothquant (α searched per layer: median {alphas[len(alphas) // 2]:.1f}) "
+            "is exact in real numbers and folds into v_proj and o_proj (free at inference); gptq, four-over-six "
+            "weights, mse weights and 16x16 weights only change o_proj's NVFP4 weight bytes.\n\n")
 
 
 def _rule() -> str:
@@ -152,7 +168,8 @@ def record(evaluation, recommendation, gguf: str) -> dict:
         "interval_method": "95 % percentile bootstrap over held-out windows (paired across recipes), 4000 resamples",
         "bf16": {"perplexity": evaluation.row("bf16").perplexity},
         "group_spread_decades": evaluation.group_spread_decades,
-        "recipes": [{"recipe": r.recipe, "mode": r.mode, "operands": r.operands, "perplexity": r.perplexity,
+        "recipes": [{"recipe": r.recipe, "mode": r.mode, "transform": r.transform, "operands": r.operands,
+                     "perplexity": r.perplexity,
                      "perplexity_ci95": intervals[r.label].perplexity.as_list(), "kl": r.kl,
                      "kl_ci95": intervals[r.label].kl.as_list(),
                      "kl_ratio_to_best": intervals[r.label].ratio_to_best.value
@@ -165,6 +182,7 @@ def record(evaluation, recommendation, gguf: str) -> dict:
         "sensitivity": {"recipe": evaluation.sensitivity_recipe, "kl_per_layer": evaluation.sensitivity_kl,
                         "kl_per_layer_ci95": [i.as_list() for i in sensitivity_intervals(evaluation)]},
         "recommended": {"recipe": recommendation.row.recipe, "mode": recommendation.row.mode,
+                        "transform": recommendation.row.transform,
                         "equivalent": recommendation.equivalent, "best": recommendation.best.label,
                         "kl_ratio_to_best_ci95": recommendation.ratio.as_list(),
                         "top_resolved": recommendation.top_resolved, "runner_up": recommendation.runner_up,
@@ -204,17 +222,21 @@ def served_row(evaluation, recommendation):
             servable_recipe(row.label)
         except ValueError:
             return False
-        return row.mode == "shared static"
+        return row.mode == "shared static" and row.transform == "none"
 
     chosen = recommendation.row
-    as_shared = next((r for r in evaluation.rows if (r.recipe, r.mode, r.operands) ==
-                      (chosen.recipe, "shared static", "W4A4")), None)
+    as_shared = next((r for r in evaluation.rows if (r.recipe, r.mode, r.operands, r.transform) ==
+                      (chosen.recipe, "shared static", "W4A4", chosen.transform)), None)
     if travels(chosen):
         return chosen, "the recommended row travels as it is"
     if as_shared is not None and travels(as_shared):
         return as_shared, (f"the recommended {chosen.mode} scales travel as one scale per o_proj (the max over the "
                            "groups): the file holds the shared row")
     row = min((r for r in evaluation.rows if r.operands == "W4A4" and travels(r)), key=lambda r: r.kl)
+    if chosen.transform != "none":
+        return row, (f"the recommended row's transform ({chosen.transform}) is not written by nvfp4lab's exporter (it "
+                     "changes v_proj or o_proj's weight bytes): the file holds the lowest-KL row without a transform "
+                     "that a checkpoint can hold")
     return row, (f"the recommended row ({chosen.label}) cannot travel (a serving checkpoint holds static scales and "
                  "max-6 activation blocks): the file holds the lowest-KL row that can")
 
@@ -243,7 +265,7 @@ def export(evaluation, recommendation, path: Path, export_dir: str, fmt: str) ->
 
 
 def run(gguf: str | None, text: str | None, groups: int | None, tokens: int, out: str,
-        export_dir: str | None = None, fmt: str = "compressed-tensors") -> int:
+        export_dir: str | None = None, fmt: str = "compressed-tensors", transforms: bool = False) -> int:
     from nvfp4lab.models import gguf_weights, packaged
     from nvfp4lab.models.evaluate import evaluate_model
     from nvfp4lab.models.projection import check_groups
@@ -276,7 +298,8 @@ def run(gguf: str | None, text: str | None, groups: int | None, tokens: int, out
               f"{size_mb:.0f} MB); loading the weights (about {max(1, round(size_mb / 40))} s per 40 MB on 2 cores), "
               f"then {tokens} held-out tokens × every recipe (progress below)", file=sys.stderr, flush=True)
         evaluation = evaluate_model(path, groups=groups, tokens=tokens, texts=parts, seq_len=SEQ_LEN,
-                                    batch_sequences=BATCH_SEQUENCES, text_names=names)  # too short a text fails here
+                                    batch_sequences=BATCH_SEQUENCES, text_names=names,
+                                    recipe_set="all" if transforms else "scales")  # too short a text fails here
         if len(evaluation.window_positions) < 2:
             raise ValueError(f"--tokens {tokens} gives {len(evaluation.window_positions)} window of {SEQ_LEN}: "
                              f"intervals need at least 2 (use --tokens ≥ {2 * SEQ_LEN})")

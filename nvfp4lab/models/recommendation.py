@@ -21,7 +21,15 @@ Deployment cost, cheapest first, and why:
   group (nvfp4lab's kernels do; a single-scale GEMM gets the shared row);
 * **dynamic shared**, then **dynamic per-group** — an amax reduction over the activations
   before every quantization (a launch or a fused pass: 15–25 % of the forward at T ≤ 16 in
-  nvfp4lab's kernels, docs/kernels.md).
+  nvfp4lab's kernels, docs/kernels.md);
+* last, among rows of equal runtime cost, the offline work of the **transform**
+  (:attr:`nvfp4lab.transforms.recipes.Transform.cost`): none, then a weight recipe alone (GPTQ,
+  four-over-six or MSE-searched weights, 16×16 scales: the checkpoint keeps the NVFP4 format,
+  the served graph is unchanged), then an activation transform (a rotation or smoothing,
+  folded into the value projection and ``o_proj``: free at inference, but the checkpoint's
+  ``v_proj`` changes too). Every transform here is free at inference in the decoders studied;
+  in a model with no value projection to fold into (DeepSeek V4's ``wo_a``) an activation
+  transform would run online — ``nvfp4lab calibrate`` ranks it as a runtime cost.
 
 When the best is not resolved from the runner-up, :func:`recommend` says so and estimates the
 held-out tokens that would resolve their ratio (:func:`nvfp4lab.bootstrap.tokens_to_resolve`).
@@ -41,12 +49,38 @@ _SCALE_COST = {"shared static": 0, "per_group static": 1, "shared dynamic": 2, "
 RULE = (f"lowest-cost NVFP4 W4A4 row among those whose mean KL(bf16 ‖ recipe) is not resolved as more than "
         f"{EQUIVALENCE_MARGIN:.0%} above the lowest (lower end of the 95 % paired window-bootstrap interval of the "
         "KL ratio ≤ 1.02); cost: the plain block rule before four-over-six activations, then static shared < "
-        "static per-group < dynamic shared < dynamic per-group")
+        "static per-group < dynamic shared < dynamic per-group, then (free at inference, offline work) no transform "
+        "< a weight recipe alone < an activation transform folded into v_proj and o_proj")
 
 
-def deployment_cost(row) -> tuple[int, int]:
-    """``(block-rule cost, scale cost)`` of an NVFP4 row: lower is cheaper to serve."""
-    return int("four-over-six" in row.recipe), _SCALE_COST[row.mode]
+def deployment_cost(row) -> tuple[int, int, int]:
+    """``(block-rule cost, scale cost, transform cost)`` of an NVFP4 row: lower is cheaper to serve."""
+    from nvfp4lab.transforms.recipes import Transform
+
+    transform = Transform.parse(getattr(row, "transform", "none"))
+    return int("four-over-six" in row.recipe), _SCALE_COST[row.mode], transform.cost
+
+
+def deployment(row, head_dim: int | None = None) -> str:
+    """What serving ``row`` takes beyond NVFP4 weights and activation scales: where its
+    transform is folded (empty for a row without one)."""
+    from nvfp4lab.transforms.recipes import Transform
+
+    transform = Transform.parse(getattr(row, "transform", "none"))
+    steps = []
+    if transform.activation.startswith("hadamard"):
+        block = transform.block(head_dim) if head_dim else None
+        size = f" of size {block}" if block else ""
+        steps.append(f"fold the Hadamard rotation{size} into each KV head's rows of v_proj (weight and bias: "
+                     f"W_v ← Rᵀ·W_v) and its transpose into o_proj's input columns (W_o ← W_o·R)")
+    elif transform.activation == "smoothquant":
+        steps.append("divide each KV head's rows of v_proj (weight and bias) by the smoothing scales s and multiply "
+                     "o_proj's input columns by s (the scales are tied across the query heads sharing a KV head)")
+    if transform.weights == "gptq":
+        steps.append("write the GPTQ-quantized o_proj weights (calibrated on the transformed activations)")
+    elif transform.weights != "rtn":
+        steps.append(f"write o_proj's weights quantized with {transform.weights}")
+    return "; ".join(steps)
 
 
 @dataclass(frozen=True)
@@ -95,9 +129,14 @@ def recommend(evaluation, margin: float = EQUIVALENCE_MARGIN) -> Recommendation:
     if choice == best:
         why = top + " Chosen: the lowest KL, which is also the cheapest of the equivalent rows to serve."
     else:
+        transform = getattr(rows[choice], "transform", "none")
         why = top + (f" Chosen: the cheapest of them to serve ({rows[choice].mode}"
-                     f"{', four-over-six activations' if 'four-over-six' in rows[choice].recipe else ''}); its KL is "
+                     f"{', four-over-six activations' if 'four-over-six' in rows[choice].recipe else ''}"
+                     f"{'' if transform == 'none' else ', ' + transform}); its KL is "
                      f"{ratios[choice].percent()} relative to the lowest.")
+    steps = deployment(rows[choice], getattr(evaluation, "head_dim", 0) or None)
+    if steps:
+        why += f" To deploy it: {steps}."
     return Recommendation(row=rows[choice], best=rows[best], equivalent=[rows[i].label for i in equivalent],
                           ratio=ratios[choice], runner_up=rows[runner].label, runner_up_ratio=ratios[runner],
                           tokens_to_resolve=needed, tokens=n, reason=why)

@@ -54,20 +54,22 @@ def configurations(small: bool) -> tuple[dict, ...]:
     return SMALL if small else (*FULL, *CROSS_TEXT)
 
 
-def run(out: Path, ggufs: dict[str, str], small: bool = False) -> dict:
-    """Evaluate every configuration (:func:`configurations`); write and return the record."""
+def run(out: Path, ggufs: dict[str, str], small: bool = False, configs: tuple[dict, ...] | None = None) -> dict:
+    """Evaluate every configuration (``configs``, default :func:`configurations`); write and
+    return the record."""
     import torch
 
     from nvfp4lab.models.evaluate import evaluate_model, text_parts
     from nvfp4lab.models.packaged import display_name, path_of
 
+    configs = configurations(small) if configs is None else configs
     device = "cuda" if torch.cuda.is_available() else "cpu"
     card = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     record = {"meta": {"card": card, "torch": torch.__version__, "commit": _commit(),
-                       "date": datetime.date.today().isoformat(), "configurations": len(configurations(small))},
+                       "date": datetime.date.today().isoformat(), "configurations": len(configs)},
               "evaluations": []}
     start = time.time()
-    for config in configurations(small):
+    for config in configs:
         config = dict(config)
         model, text, calibration = config.pop("model"), config.pop("text"), config.pop("calibration_text")
         began = time.time()
@@ -192,31 +194,39 @@ def render(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nvfp4lab.study.decoder_record", description=__doc__.split("\n")[0])
+def command_line(argv, prog: str, doc: str, configs, render_record, example: str, small_help: str) -> int:
+    """The ``run OUT.json [--gguf NAME=PATH] [--small]`` / ``render STEM`` command line of a
+    record module: ``configs(small)`` are the configurations it evaluates, ``render_record``
+    turns a record into markdown."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
     run_parser = verbs.add_parser("run", help="evaluate every full-mode configuration (a GPU: minutes)")
     run_parser.add_argument("out", help="the JSON record to write")
     run_parser.add_argument("--gguf", action="append", default=[], metavar="NAME=PATH",
                             help="a packaged model's GGUF file at another place (e.g. qwen2coder=/tmp/q.gguf)")
-    run_parser.add_argument("--small", action="store_true",
-                            help="the CPU configurations: 1024 held-out tokens, W4A4 rows only (see SMALL)")
+    run_parser.add_argument("--small", action="store_true", help=small_help)
     render_parser = verbs.add_parser("render", help="write STEM.md from STEM.json")
-    render_parser.add_argument("stem", help="e.g. docs/decoders-full-H100 (relative to the project)")
+    render_parser.add_argument("stem", help=f"e.g. {example} (relative to the project)")
     args = parser.parse_args(argv)
     if args.verb == "run":
         ggufs = dict(item.split("=", 1) for item in args.gguf)
-        run(Path(args.out), ggufs, args.small)
+        run(Path(args.out), ggufs, configs=configs(args.small))
         print(f"wrote {args.out}")
         return 0
     stem = project_root() / args.stem
     if not stem.with_suffix(".json").is_file():
-        print(f"decoder_record render: error: no record {stem.with_suffix('.json')}", file=sys.stderr)
+        print(f"{prog.split('.')[-1]} render: error: no record {stem.with_suffix('.json')}", file=sys.stderr)
         return 2
     record = json.loads(stem.with_suffix(".json").read_text())
-    stem.with_suffix(".md").write_text(render(record))
+    stem.with_suffix(".md").write_text(render_record(record))
     print(f"wrote {stem.with_suffix('.md')}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command_line(argv, "python -m nvfp4lab.study.decoder_record", __doc__, configurations, render,
+                        "docs/decoders-full-H100",
+                        "the CPU configurations: 1024 held-out tokens, W4A4 rows only (see SMALL)")
 
 
 if __name__ == "__main__":
