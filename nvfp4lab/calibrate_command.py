@@ -11,6 +11,14 @@ error at all, is ``null``), ``calibration.png`` and ``calibration.svg`` to the o
 folder and prints the table and the recommendation; a failed run leaves no output. An
 output folder that already holds a report (any ``calibration.*`` file written here) is
 refused unless ``force`` is set.
+
+With ``transforms`` (``--transforms``) the report also holds, per available transform of
+:data:`nvfp4lab.transforms.recipes.STUDY_TRANSFORMS`, a ``max | shared static`` and a
+``dynamic | per_group dynamic`` row (:func:`nvfp4lab.calibrate_transforms.evaluate_transforms`),
+a ``transform`` column (field in the JSON), and the recommendation weighs deployment cost
+(:func:`nvfp4lab.calibrate_transforms.recommend`). The head dimension D comes from
+``(T, H, D)`` activations (H ≠ G) or ``head_dim`` (``--head-dim``, needed for ``(T, G, K)``);
+without either the rotations that need it are skipped, with a note on stderr and in the report.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from nvfp4lab import evaluation, io, streaming
+from nvfp4lab import calibrate_transforms, evaluation, io, streaming
 from nvfp4lab import validation as v
 from nvfp4lab.output_folder import OutputFolder
 
@@ -79,12 +87,60 @@ def _finite_or_none(value: float):
     return value if math.isfinite(value) else None
 
 
-def report_json(results, choice, why: str) -> str:
+def stored_shape(path: str | Path, key: str | None) -> tuple[int, ...]:
+    """The shape of the activations tensor as stored (read from the safetensors header; call
+    it after :func:`nvfp4lab.io.load_activations` has checked the file and the key)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        return tuple(handle.get_slice(key if key is not None else next(iter(handle.keys()))).get_shape())
+
+
+def check_head_dim_option(head_dim, transforms: bool) -> None:
+    """Refuse (``ValueError``) a ``--head-dim`` that is not a positive integer or comes
+    without ``--transforms`` (it is read by nothing else)."""
+    if head_dim is None:
+        return
+    if not transforms:
+        raise ValueError(f"--head-dim {head_dim} is only used by --transforms; add --transforms or drop --head-dim")
+    if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim <= 0:
+        raise ValueError(f"--head-dim must be a positive integer; got {head_dim}")
+
+
+def resolve_head_dim(shape: tuple[int, ...], groups: int, head_dim: int | None) -> int | None:
+    """The head dimension D of activations stored with ``shape``: ``(T, H, D)`` with H ≠ G
+    gives D (a ``head_dim`` that differs is refused); ``(T, G, K)`` gives ``head_dim``, which
+    must divide K, or ``None`` when not given."""
+    if shape[1] != groups:
+        if head_dim is not None and head_dim != shape[2]:
+            raise ValueError(f"--head-dim {head_dim} contradicts the activations' (T, H, D) shape {shape}: "
+                             f"D = {shape[2]}")
+        return shape[2]
+    if head_dim is not None and shape[2] % head_dim:
+        raise ValueError(f"--head-dim {head_dim} does not divide K = {shape[2]} of the (T, G, K) activations {shape}")
+    return head_dim
+
+
+def report_json(results, choice, why: str, transforms: dict | None = None) -> str:
+    """The report as strict JSON. ``transforms`` (``--transforms``: ``{"head_dim": …,
+    "notes": […], …}``) adds a ``transform`` field to every row and the recommendation, the
+    cost rule, and that dict as ``"transforms"``."""
+    as_rows = calibrate_transforms.as_rows if transforms is not None else evaluation.as_rows
     rows = [{key: _finite_or_none(value) if isinstance(value, float) else value for key, value in row.items()}
-            for row in evaluation.as_rows(results)]
-    return json.dumps({"rule": evaluation.RULE, "results": rows,
-                       "recommendation": {"recipe": choice.recipe, "mode": choice.mode, "why": why}},
-                      indent=1, allow_nan=False)
+            for row in as_rows(results)]
+    recommendation = {"recipe": choice.recipe, "mode": choice.mode, "why": why}
+    data = {"rule": evaluation.RULE, "results": rows, "recommendation": recommendation}
+    if transforms is not None:
+        recommendation["transform"] = calibrate_transforms.transform_label(choice)
+        data["rule"] = calibrate_transforms.RULE
+        data["transforms"] = transforms
+    return json.dumps(data, indent=1, allow_nan=False)
+
+
+def plot_label(row) -> str:
+    """``recipe | mode``, prefixed by ``transform ·`` for a transform row."""
+    cost = calibrate_transforms.row_cost(row)
+    return (f"{calibrate_transforms.transform_label(row)} · " if cost else "") + f"{row.recipe} | {row.mode}"
 
 
 def plot(results, choice) -> dict[str, bytes]:
@@ -102,7 +158,7 @@ def plot(results, choice) -> dict[str, bytes]:
     apply_style()
     rows = [r for r in results if r.mode != "-"]
     finite = [r.worst_group_sqnr_db for r in results if math.isfinite(r.worst_group_sqnr_db)]
-    labels = [f"{r.recipe} | {r.mode}" + ("  ◀ recommended" if r is choice else "") for r in rows]
+    labels = [plot_label(r) + ("  ◀ recommended" if r is choice else "") for r in rows]
     clipping = ["clips" if r.clipped_fraction > 0 else "clips nothing" for r in rows]
     palette = {"clips nothing": sns.color_palette("colorblind")[0], "clips": sns.color_palette("colorblind")[3]}
 
@@ -110,7 +166,7 @@ def plot(results, choice) -> dict[str, bytes]:
     fig, ax = plt.subplots(figsize=(11, height))
     sns.barplot(x=[min(r.worst_group_sqnr_db, 1e3) for r in rows], y=labels, hue=clipping, palette=palette,
                 dodge=False, ax=ax, legend=False)
-    index = rows.index(choice)
+    index = next(i for i, r in enumerate(rows) if r is choice)
     for patch in ax.patches:  # the recommended bar: outlined and hatched
         if patch.get_width() > 0 and abs(patch.get_y() + patch.get_height() / 2 - index) < 1e-6:
             patch.set(edgecolor="black", linewidth=1.5, hatch="//")
@@ -134,7 +190,8 @@ def plot(results, choice) -> dict[str, bytes]:
                                   label=f"baseline {r.recipe}: {r.worst_group_sqnr_db:.1f} dB"))
     ax.set_xlim(0, max([top] + [r.worst_group_sqnr_db for r in shown]) * 1.3)
     ax.set_xlabel("worst-group SQNR of z on held-out tokens (dB; the axis starts at 0)")
-    ax.set_ylabel("calibration recipe | global activation scale mode")
+    ax.set_ylabel(("[transform ·] " if any(calibrate_transforms.row_cost(r) for r in rows) else "")
+                  + "calibration recipe | global activation scale mode")
     ax.set_title("nvfp4lab calibrate: worst-group SQNR of each NVFP4 W4A4 recipe"
                  + (f"\n(off the axis: {', '.join(far)})" if far else ""))
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
@@ -149,14 +206,19 @@ def plot(results, choice) -> dict[str, bytes]:
 
 
 def run(activations: str, groups: int, weights: str | None, out: str, activations_key=None, weights_key=None,
-        device: str = "auto", progress: bool = True, force: bool = False) -> int:
+        device: str = "auto", progress: bool = True, force: bool = False, transforms: bool = False,
+        head_dim: int | None = None) -> int:
     """The command (see the module docstring); bad input raises ``ValueError``/``TypeError``
     before any long work, and nothing is left in ``out`` unless the run succeeds. ``force``
-    overwrites a previous report in ``out``."""
+    overwrites a previous report in ``out``; ``transforms`` adds the transform rows, with
+    ``head_dim`` the head dimension of ``(T, G, K)`` activations."""
+    check_head_dim_option(head_dim, transforms)
     check_no_previous_report(out, force)
     with OutputFolder(out) as folder:
         target = pick_device(device)
         x = io.load_activations(activations, groups, activations_key)
+        if transforms:
+            head_dim = resolve_head_dim(stored_shape(activations, activations_key), groups, head_dim)
         groups, k = x.shape[1], x.shape[2]
         if weights is not None:
             w = io.load_weights(weights, groups, k, weights_key)
@@ -169,24 +231,50 @@ def run(activations: str, groups: int, weights: str | None, out: str, activation
                              f"{held_out.shape[0]}): their SQNR is undefined; drop them or pass other tokens")
         if weights is None:
             print(stand_in_warning(groups, k), file=sys.stderr)
+        usable, notes = calibrate_transforms.available_transforms(head_dim, k) if transforms else ([], [])
+        fit_tokens = calibrate_transforms.fit_sample_tokens(calibration.shape[0], groups * k)
+        notes += calibrate_transforms.fit_notes(fit_tokens, k, usable)
+        for note in notes:
+            print(f"nvfp4lab calibrate: note: {note}", file=sys.stderr)
         sample_tokens = max(MIN_TOKENS, min(2048, MSE_SAMPLE_ELEMENTS // (groups * k)))
         results = evaluation.evaluate(calibration, held_out, w, device=target, progress=progress,
                                       mse_sample_tokens=sample_tokens)
-        choice, why = evaluation.recommend(results)
-        table = evaluation.markdown_table(results, chosen=choice)
-        headline = f"Recommended: **{choice.recipe}** with **{choice.mode}** global activation scales."
+        transform_info = None
+        if transforms:
+            results = results + calibrate_transforms.evaluate_transforms(
+                calibration, held_out, w, head_dim, device=target, transforms=usable, progress=progress)
+            choice, why = calibrate_transforms.recommend(results)
+            table = calibrate_transforms.markdown_table(results, chosen=choice)
+            transform_info = {"head_dim": head_dim, "evaluated": [t.label for t in usable], "notes": notes,
+                              "fit_sample_tokens": fit_tokens, "margin_db": calibrate_transforms.COSTLIER_MARGIN_DB}
+        else:
+            choice, why = evaluation.recommend(results)
+            table = evaluation.markdown_table(results, chosen=choice)
+        headline = f"Recommended: **{choice.recipe}** with **{choice.mode}** global activation scales"
+        if calibrate_transforms.row_cost(choice):
+            headline += f", after the transform **{calibrate_transforms.transform_label(choice)}**"
+        headline += "."
+        transform_text = ""
+        if transforms:
+            d = f"head dimension D = {head_dim}" if head_dim is not None else "head dimension unknown"
+            transform_text = (
+                f"Transforms ({d}): {', '.join(t.label for t in usable) or 'none available'}, each with `max` "
+                "`shared static` scales (calibrated on the transformed calibration activations) and `dynamic` "
+                "`per_group dynamic` scales (the transformed held-out amax); SmoothQuant's α search and GPTQ's "
+                f"Hessian use {fit_tokens} evenly spaced calibration tokens."
+                + "".join(f"\n\nNote: {note}." for note in notes) + "\n\n")
         report = (
             f"# nvfp4lab calibrate\n\n"
             f"activations `{activations}` {tuple(x.shape)} (T, G, K), weights "
             f"`{weights or f'random Gaussian stand-in (G, K, {STAND_IN_WIDTH})'}`; calibrated on "
             f"{calibration.shape[0]} tokens (MSE searches on a sample of {min(sample_tokens, calibration.shape[0])}), "
             f"evaluated on the {held_out.shape[0]} held-out tokens that follow; device {target}.\n\n"
-            f"{headline}\n\n{why}.\n\n{table}\n\n"
+            f"{transform_text}{headline}\n\n{why}.\n\n{table}\n\n"
             "SQNR of z = 10·log10(Σ z² / Σ (z − ẑ)²) against the unquantized layer (float64); "
             "worst group = the lowest per-group SQNR; clipped = fraction of held-out activation "
             "elements whose block scale overflowed E4M3 (the static global scale was too small).\n"
         )
-        outputs = {"calibration.md": report, "calibration.json": report_json(results, choice, why)}
+        outputs = {"calibration.md": report, "calibration.json": report_json(results, choice, why, transform_info)}
         outputs.update({f"calibration.{kind}": data for kind, data in plot(results, choice).items()})
         for name, data in outputs.items():
             folder.write(name, data)

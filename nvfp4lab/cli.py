@@ -4,9 +4,10 @@
 * ``nvfp4lab demo [--tokens T] [--spread S] [--seed N]``: the V4-Flash error table;
 * ``nvfp4lab capture [--out DIR]``: real attention outputs from all-MiniLM-L6-v2;
 * ``nvfp4lab calibrate --activations A.safetensors [--weights W.safetensors] --groups G
-  [--out DIR] [--force] [--device auto|cpu|cuda]``: every recipe and mode on your tensors, and a
-  recommendation (relative paths start from the current folder).
-* ``nvfp4lab calibrate-model [--gguf FILE] [--text FILE] [--groups G] [--tokens N] [--out DIR]``:
+  [--out DIR] [--force] [--device auto|cpu|cuda] [--transforms [--head-dim D]]``: every recipe and
+  mode (and, with ``--transforms``, every rotation, smoothing and weight recipe) on your tensors,
+  and a recommendation (relative paths start from the current folder).
+* ``nvfp4lab calibrate-model [--gguf FILE] [--text FILE] [--groups G] [--tokens N] [--out DIR] [--transforms]``:
   every recipe on a real decoder LM (perplexity, KL, top-1 on held-out text), and a recommendation.
 * ``nvfp4lab export --format compressed-tensors|modelopt --out DIR [--gguf FILE] [--recipe LABEL] ...``:
   calibrate a static recipe on a decoder LM and write a Hugging Face folder with NVFP4 ``o_proj``.
@@ -61,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
                            help="overwrite the calibration.* files of a previous report in --out (refused otherwise)")
     calibrate.add_argument("--device", default="auto",
                            help="where to compute: auto (cuda when there is a GPU, else cpu), cpu, cuda, cuda:N")
+    calibrate.add_argument("--transforms", action="store_true",
+                           help="also evaluate Hadamard rotations (16, head, 128), SmoothQuant and the weight "
+                                "recipes (mse weights, four-over-six weights, 16x16 weights, gptq), each with max "
+                                "shared static and dynamic per_group dynamic scales; a transform is recommended only "
+                                "when it beats every cheaper row by a margin")
+    calibrate.add_argument("--head-dim", type=int, default=None, metavar="D",
+                           help="with --transforms: the head dimension D of (T, G, K) activations (taken from the "
+                                "shape of (T, H, D) ones); without it the rotations that need D are skipped")
     model = commands.add_parser("calibrate-model", help="every recipe on a real decoder LM (GGUF): perplexity, KL, top-1")
     model.add_argument("--gguf", default=None, help="GGUF file (Llama, Qwen2, Gemma 3; default: the packaged SmolLM2-135M)")
     model.add_argument("--text", default=None, help="UTF-8 text: first half calibrates, second half is held out "
@@ -77,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "see nvfp4lab export)")
     model.add_argument("--format", default="compressed-tensors", choices=("compressed-tensors", "modelopt"),
                        help="the checkpoint format of --export (default compressed-tensors)")
+    model.add_argument("--transforms", action="store_true",
+                       help="also evaluate rotations, smoothing and weight recipes (GPTQ, four-over-six weights, MSE "
+                            "weights, 16x16 scales) with static shared and per-group dynamic scales")
     _add_export_parser(commands)
     return parser
 
@@ -140,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             return calibrate_command.run(args.activations, args.groups, args.weights, args.out,
-                                         args.activations_key, args.weights_key, args.device, force=args.force)
+                                         args.activations_key, args.weights_key, args.device, force=args.force,
+                                         transforms=args.transforms, head_dim=args.head_dim)
         except (ValueError, TypeError) as error:
             print(f"nvfp4lab calibrate: error: {error}", file=sys.stderr)
             return 2
@@ -149,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             return command.run(args.gguf, args.text, args.groups, args.tokens or command.DEFAULT_TOKENS, args.out,
-                               args.export, args.format)
+                               args.export, args.format, args.transforms)
         except (ValueError, RuntimeError, OSError) as error:
             print(f"nvfp4lab calibrate-model: error: {error}", file=sys.stderr)
             return 2

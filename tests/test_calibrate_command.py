@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from nvfp4lab import calibrate_command, evaluation
+from nvfp4lab import calibrate_command, calibrate_transforms, evaluation
 from nvfp4lab.cli import main
 
 
@@ -43,6 +43,9 @@ def test_calibrate_writes_report_json_and_plot_and_leaves_inputs_untouched(user_
     data = strict_json((out / "calibration.json").read_text())
     recommended = data["recommendation"]
     assert len(data["results"]) >= 20 and data["rule"] == evaluation.RULE
+    # Without --transforms: no transform rows, column or fields.
+    assert "transform" not in printed and "hadamard" not in (out / "calibration.md").read_text()
+    assert "transforms" not in data and not any("transform" in row for row in data["results"] + [recommended])
     for suffix in ("png", "svg"):
         assert (out / f"calibration.{suffix}").stat().st_size > 1000
     assert before == [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in (acts, weights)]
@@ -212,4 +215,104 @@ def test_calibrate_help_describes_the_command_and_every_option(capsys):
             helps[name] += line.strip()
     documented = {name for name, help_text in helps.items() if help_text}
     assert documented >= {"--activations", "--activations-key", "--weights", "--weights-key", "--groups", "--out",
-                          "--force", "--device"}, documented
+                          "--force", "--device", "--transforms", "--head-dim"}, documented
+
+
+def test_transforms_add_their_rows_a_transform_column_and_the_cost_rule(user_tensors, tmp_path, capsys):
+    acts, weights = user_tensors  # (T, H, D) = (160, 4, 64) in 2 groups: D = 64, K = 128
+    out = tmp_path / "report"
+    assert main(["calibrate", "--activations", acts, "--weights", weights, "--groups", "2", "--out", str(out),
+                 "--transforms"]) == 0
+    captured = capsys.readouterr()
+    data = strict_json((out / "calibration.json").read_text())
+    usable, _ = calibrate_transforms.available_transforms(64, 128)
+    assert data["rule"] == calibrate_transforms.RULE and data["transforms"]["head_dim"] == 64
+    assert data["transforms"]["evaluated"] == [t.label for t in usable] and len(usable) == 8  # all but hadamard 128
+    rows = [(r["transform"], r["recipe"], r["mode"]) for r in data["results"]]
+    assert rows[-2 * len(usable):] == [(t.label, recipe, mode) for t in usable
+                                       for recipe, mode in calibrate_transforms.TRANSFORM_MODES]
+    assert {r["transform"] for r in data["results"][: -2 * len(usable)]} == {"none"}
+    notes = [line for line in captured.err.splitlines() if "note:" in line]
+    assert any(line.startswith("nvfp4lab calibrate: note: skipped hadamard 128:") for line in notes), notes
+    recommended = data["recommendation"]
+    for text in (captured.out, (out / "calibration.md").read_text()):
+        assert "| recipe | mode | transform |" in text and "| max | shared static | hadamard head |" in text
+        assert "| dynamic | per_group dynamic | smoothquant (α = " in text
+        marked = [line for line in text.splitlines() if "◀ recommended" in line]
+        assert len(marked) == 1 and marked[0].startswith(
+            f"| {recommended['recipe']} | {recommended['mode']} | {recommended['transform']}")
+    assert "Transforms (head dimension D = 64): hadamard 16, hadamard head, smoothquant" in (
+        out / "calibration.md").read_text()
+
+
+def layer_files(tmp_path, outliers: bool):
+    """(T, H, D) = (128, 4, 64) activations in 2 groups and (G, K, N) = (2, 128, 64) weights;
+    with ``outliers``, 1/16 of the channels (the same in every token) are 30× the others."""
+    g = torch.Generator().manual_seed(0)
+    o = torch.randn(128, 4, 64, generator=g)
+    if outliers:
+        scale = torch.ones(4 * 64)
+        scale[torch.randperm(4 * 64, generator=g)[:16]] = 30.0
+        o = o * scale.view(4, 64)
+    w = torch.randn(2, 128, 64, generator=g) / 128**0.5
+    name = "outliers" if outliers else "gaussian"
+    return write(tmp_path / f"{name}.safetensors", o=o), write(tmp_path / f"{name}_w.safetensors", w=w)
+
+
+def best(rows, cost):
+    return max(r["worst_group_sqnr_db"] for r in rows if r["cost"] == cost and r["mode"] != "-"
+               and r["clipped_fraction"] == 0)
+
+
+@pytest.mark.parametrize("outliers", [False, True], ids=["gaussian: plain wins", "outliers: a transform wins"])
+def test_a_transform_is_recommended_only_when_it_beats_the_cheaper_rows_by_the_margin(outliers, tmp_path, capsys):
+    acts, weights = layer_files(tmp_path, outliers)
+    out = tmp_path / "report"
+    assert main(["calibrate", "--activations", acts, "--weights", weights, "--groups", "2", "--out", str(out),
+                 "--transforms"]) == 0
+    printed = capsys.readouterr().out
+    data = strict_json((out / "calibration.json").read_text())
+    rows, recommended = data["results"], data["recommendation"]
+    plain, weights_only, online = best(rows, 0), best(rows, 1), best(rows, 2)
+    margin = calibrate_transforms.COSTLIER_MARGIN_DB
+    if not outliers:  # the premise: no transform beats the plain rows by the margin
+        assert max(weights_only, online) < plain + margin
+        assert recommended["transform"] == "none" and "Deploy:" not in recommended["why"]
+        return
+    # The premise: per-channel outliers make an activation transform (SmoothQuant: its α moves the outlier
+    # channels into the weights) beat every cheaper row by more than the margin.
+    assert online > max(plain, weights_only) + margin, (plain, weights_only, online)
+    chosen = [r for r in rows if (r["transform"], r["recipe"], r["mode"]) ==
+              (recommended["transform"], recommended["recipe"], recommended["mode"])]
+    assert len(chosen) == 1 and chosen[0]["cost"] == 2
+    assert chosen[0]["worst_group_sqnr_db"] >= max(plain, weights_only) + margin
+    assert f"after the transform {recommended['transform']}." in printed
+    assert "online in the quantizer" in recommended["why"] and "no projection to fold it into in DeepSeek V4" in printed
+
+
+def test_head_dim_errors_are_one_clear_line_before_any_work(user_tensors, tmp_path, monkeypatch, capsys):
+    acts, _ = user_tensors  # (T, H, D) = (160, 4, 64)
+    packed = write(tmp_path / "packed.safetensors", a=torch.randn(100, 2, 64))  # (T, G, K), K = 64
+    cases = [
+        (["--activations", acts, "--groups", "2", "--transforms", "--head-dim", "0"], "--head-dim must be a positive"),
+        (["--activations", acts, "--groups", "2", "--transforms", "--head-dim", "-64"], "got -64"),
+        (["--activations", packed, "--groups", "2", "--transforms", "--head-dim", "48"],
+         "--head-dim 48 does not divide K = 64 of the (T, G, K) activations (100, 2, 64)"),
+        (["--activations", acts, "--groups", "2", "--transforms", "--head-dim", "32"],
+         "--head-dim 32 contradicts the activations' (T, H, D) shape (160, 4, 64): D = 64"),
+        (["--activations", acts, "--groups", "2", "--head-dim", "64"], "--head-dim 64 is only used by --transforms"),
+    ]
+    monkeypatch.chdir(tmp_path)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the evaluation started")
+
+    monkeypatch.setattr(evaluation, "evaluate", refuse)
+    for argv, message in cases:
+        out = tmp_path / "new" / "report"
+        start = time.perf_counter()
+        assert main(["calibrate", *argv, "--out", str(out)]) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert time.perf_counter() - start < 10, argv
+        assert not (tmp_path / "new").exists(), argv

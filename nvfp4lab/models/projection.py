@@ -33,7 +33,7 @@ import torch
 from nvfp4lab import baselines
 from nvfp4lab.evaluation import Job
 from nvfp4lab.metrics import _sqnr_from
-from nvfp4lab.transforms.recipes import FittedTransform, Transform
+from nvfp4lab.transforms.recipes import TRANSFORM_MODES, FittedTransform, Transform
 
 BASELINES = ("bf16", "fp8 (1x128 act, 128x128 wt)", "w4a16")
 
@@ -84,9 +84,6 @@ def all_recipes(include_mse: bool = True, activation_only: bool = True) -> list[
     return rows
 
 
-#: The global-scale recipes every transform is evaluated with: the cheapest to serve (one static
-#: scale per GEMM, max-calibrated) and the most adaptive (one dynamic scale per group and call).
-TRANSFORM_MODES = (("max", "shared static"), ("dynamic", "per_group dynamic"))
 
 
 def transform_recipes(head_dim: int, k: int, transforms=None) -> list[Recipe]:

@@ -125,6 +125,11 @@ class Transform:
         return 2 if self.activation != "none" else int(self.weights != "rtn")
 
 
+#: The global-scale recipes ``(calibration recipe, scale mode)`` every transform is evaluated with,
+#: by the model study and ``nvfp4lab calibrate --transforms``: the cheapest to serve (one static
+#: max-calibrated scale per GEMM) and the most adaptive (one dynamic scale per group and call).
+TRANSFORM_MODES = (("max", "shared static"), ("dynamic", "per_group dynamic"))
+
 #: The transforms the model-level study evaluates: each activation transform with RTN weights,
 #: each weight recipe alone, and the per-head rotation with GPTQ.
 STUDY_TRANSFORMS = (
