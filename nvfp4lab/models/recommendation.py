@@ -77,7 +77,8 @@ def deployment(row, head_dim: int | None = None) -> str:
         steps.append("divide each KV head's rows of v_proj (weight and bias) by the smoothing scales s and multiply "
                      "o_proj's input columns by s (the scales are tied across the query heads sharing a KV head)")
     if transform.weights == "gptq":
-        steps.append("write the GPTQ-quantized o_proj weights (calibrated on the transformed activations)")
+        source = "the calibration activations" if transform.activation == "none" else "the transformed activations"
+        steps.append(f"write the GPTQ-quantized o_proj weights (Hessian from {source})")
     elif transform.weights != "rtn":
         steps.append(f"write o_proj's weights quantized with {transform.weights}")
     return "; ".join(steps)
