@@ -302,6 +302,38 @@ def test_calibrate_model_writes_intervals_and_equivalents(tiny, tmp_path, monkey
     capsys.readouterr()
 
 
+def test_calibrate_model_with_transforms_adds_their_rows_and_weighs_them(tiny, tmp_path, monkeypatch, capsys):
+    from nvfp4lab.models.projection import transform_recipes
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "text.txt").write_text(corpus.held_out_text()[:8000])
+    assert main(["calibrate-model", "--gguf", str(tiny["llama"]), "--text", "text.txt", "--groups", "2",
+                 "--tokens", "192", "--out", "report", "--transforms"]) == 0
+    record = json.loads((tmp_path / "report" / "model_calibration.json").read_text())
+    labels = {(r["recipe"], r["mode"], r["operands"], r["transform"]) for r in record["recipes"]}
+    decoder = Decoder.from_gguf(tiny["llama"])
+    expected = {(r.name, r.mode, r.operands, r.transform.label)
+                for r in transform_recipes(decoder.config.head_dim, decoder.config.attention_width // 2)}
+    assert expected <= labels and {(r.name, r.mode, r.operands, "none") for r in all_recipes()} <= labels
+    assert len(labels) == len(record["recipes"]), "every row once"
+    assert "transform" in record["recommended"]
+    report = (tmp_path / "report" / "model_calibration.md").read_text()
+    assert "| transform |" in report and "hadamard head" in report and "folds into v_proj" in report
+    capsys.readouterr()
+
+
+def test_calibrate_model_without_transforms_says_how_to_get_them(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "text.txt").write_text(corpus.held_out_text()[:8000])
+    assert main(["calibrate-model", "--gguf", str(tiny["llama"]), "--text", "text.txt", "--groups", "2",
+                 "--tokens", "128", "--out", "report"]) == 0
+    report = (tmp_path / "report" / "model_calibration.md").read_text()
+    assert "`--transforms` adds them" in report
+    assert {r["transform"] for r in json.loads((tmp_path / "report" / "model_calibration.json").read_text())["recipes"]} \
+        == {"none"}
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--gguf", "missing.gguf"], "GGUF file not found"),
     (["--gguf", "{falcon}"], "unsupported architecture"),
