@@ -186,7 +186,7 @@ class Nvfp4GroupedLinear:
             from nvfp4lab.kernels import launch
             from nvfp4lab.kernels.decode_layout import pack_decode_weights
 
-            if (launch.decode_supported(1, self.groups, self.in_features, self.out_features)  # for some T <= 16
+            if (launch.decode_supported(1, self.groups, self.in_features, self.out_features)  # for some T <= 32
                     or launch.prefill_supported(self.groups, self.in_features, self.out_features)):
                 # the decode and prefill kernels' copy: each lane's 16-byte load is its MMA fragments
                 self._decode_weights = pack_decode_weights(self.weight_q.data, self.weight_q.scales)

@@ -1,4 +1,4 @@
-"""Times the two forward paths a decode-sized call (T <= 16) can take, per shape and T:
+"""Times the two forward paths a decode-sized call (T <= 32) can take, per shape and T:
 ``python scripts/decode_paths.py [--out FILE.md]``.
 
 * ``fused``: the one-launch decode kernel, its prologue quantizing x (every CTA its K slice);
@@ -20,7 +20,7 @@ from tqdm import tqdm
 from nvfp4lab.bench import SHAPES, Problem, copies_for, time_graph
 from nvfp4lab.kernels import gpu_supported
 
-TOKENS = [1, 2, 4, 8, 9, 12, 16]
+TOKENS = [1, 2, 4, 8, 9, 12, 16, 17, 24, 32]
 PATHS = ("fused", "mma_sync")
 
 

@@ -111,7 +111,8 @@ def test_split_count_targets_four_ctas_per_sm_and_keeps_k_stages():
 
 @pytest.mark.parametrize("n_tiles, dynamic, shared, split_k, guarded",
                          [(1, False, True, True, True), (2, True, False, False, True),
-                          (1, False, False, True, False), (2, False, False, True, False)])
+                          (1, False, False, True, False), (2, False, False, True, False),
+                          (4, False, False, True, False), (4, True, True, True, True)])
 def test_decode_forward_streams_weights_to_registers_and_decodes_in_few_integer_ops(n_tiles, dynamic, shared, split_k,
                                                                                     guarded):
     ops = instructions(launch.compile_decode_forward(n_tiles, dynamic, shared, split_k, guarded, keep_ptx=True))
@@ -149,12 +150,16 @@ def test_decode_splits_give_about_two_ctas_per_sm_within_the_shared_memory_slice
     assert launch.decode_splits(8, 1024, 4096, sms=132, tokens=16) == 4  # two token tiles: about one CTA per SM
     assert launch.decode_splits(16, 1024, 4096, sms=132, tokens=9) == 4  # 64 × 4, the 1024-element slice limit
     assert launch.decode_splits(8, 1536, 8192, sms=132, tokens=16) == 8  # 48 × 8, the slice limit again
+    assert launch.decode_splits(8, 1024, 4096, sms=132, tokens=32) == 8  # four token tiles: 512-element slices
+    assert launch.decode_splits(8, 1536, 8192, sms=132, tokens=17) == 16  # 48 × 16, the slice limit
+    assert [launch.decode_token_tiles(t) for t in (1, 8, 9, 16, 17, 32)] == [1, 1, 2, 2, 4, 4]
     assert launch.decode_splits(1, 256, 64 * 33, sms=132) is None  # 33 chunks: no power-of-two split fits
 
 
 def test_decode_path_takes_only_the_shapes_it_supports():
     assert launch.decode_supported(16, 8, 4096, 1024) and launch.decode_supported(1, 2, 128, 384)
-    assert not launch.decode_supported(17, 8, 4096, 1024)  # two token tiles at most
+    assert launch.decode_supported(32, 8, 4096, 1024)
+    assert not launch.decode_supported(33, 8, 4096, 1024)  # four token tiles at most
     assert not launch.decode_supported(0, 8, 4096, 1024)
     assert not launch.decode_supported(1, 8, 96, 1024)  # K % 64
     assert not launch.decode_supported(1, 8, 4096, 1000)  # N % 16

@@ -1,4 +1,4 @@
-"""CuTeDSL kernel: the NVFP4 forward for decode-sized token counts (T <= 16).
+"""CuTeDSL kernel: the NVFP4 forward for decode-sized token counts (T <= 32).
 
 ``z (T, G, N) = bf16( Σ_k (e2m1·s)_x · (e2m1·s)_w · gs_x[g] · gs_w[g] )`` from bf16 ``x (T, G, K)``
 and the weights in the decode layout (:mod:`decode_layout`), computed as ``zᵀ = W·xᵀ``
@@ -48,7 +48,7 @@ M_TILES_PER_WARP = 2
 CHANNELS_PER_CTA = 16 * M_TILES_PER_WARP * WARPS
 BATCH = 4  # 64-K chunks per register buffer
 MAX_SLICE = 2048  # K elements of one CTA's slice for one token tile (32 KB of B fragments); half for two
-MAX_TOKENS = 16
+MAX_TOKENS = 32  # four token tiles of 8
 CTAS_PER_SM = int(os.environ.get("NVFP4LAB_DECODE_MINCTAS", 2))  # 2: registers capped at 128 per thread
 
 

@@ -182,13 +182,18 @@ def gemm_config(tokens: int | None, rows_per_group_hint: int) -> str:
     return "small" if count <= SMALL_TOKENS else "wgmma"
 
 
+def decode_token_tiles(tokens: int) -> int:
+    """Token tiles of 8 the decode kernel runs for ``tokens`` (1, 2 or 4)."""
+    return 1 if tokens <= 8 else 2 if tokens <= 16 else 4
+
+
 def decode_splits(groups: int, n: int, k: int, sms: int, tokens: int = 1) -> int | None:
     """K slices (a power of two dividing K/64) for the decode kernel: the fewest that give
-    about two CTAs per SM for T <= 8, about one for T > 8 (two token tiles: twice the MMAs
-    and partial sums per CTA), each slice at most ``MAX_SLICE`` (half that for T > 8); None
+    about two CTAs per SM for T <= 8, about one for T > 8 (two or four token tiles: more MMAs
+    and partial sums per CTA), each slice at most ``MAX_SLICE`` / token tiles; None
     when no split fits. Measured best on the H100 for the three benchmark shapes (T=1: 256,
     256, 384 CTAs; T=16: 128, 256, 384; ``bench/results/*_decode_paths.md``)."""
-    max_slice = decode_kernel.MAX_SLICE // (1 if tokens <= 8 else 2)
+    max_slice = decode_kernel.MAX_SLICE // decode_token_tiles(tokens)
     chunks = k // decode_kernel.K_CHUNK
     ctas = groups * -(-n // decode_kernel.CHANNELS_PER_CTA)
     target = (1.9 if tokens <= 8 else 0.95) * sms
@@ -336,7 +341,7 @@ def prefill_gemm(a_data: torch.Tensor, a_scales: torch.Tensor, words: torch.Tens
 
 def decode_forward(x: torch.Tensor, scale_source: torch.Tensor, words: torch.Tensor, scales: torch.Tensor,
                    gs_w: torch.Tensor, out: torch.Tensor, counters: torch.Tensor, *, dynamic: bool, shared: bool) -> None:
-    """The decode forward ``x (T, G, K)`` bf16 -> ``out (T, G, N)`` bf16 (T <= 16) in one launch,
+    """The decode forward ``x (T, G, K)`` bf16 -> ``out (T, G, N)`` bf16 (T <= 32) in one launch,
     weights in the decode layout (``decode_layout.pack_decode_weights``), x quantized in the
     kernel's prologue. ``scale_source``: static global scales or (``dynamic``) ``group_amax``'s
     result viewed as float32; ``counters``: from :func:`decode_counters`."""
@@ -348,7 +353,7 @@ def decode_forward(x: torch.Tensor, scale_source: torch.Tensor, words: torch.Ten
     partials = None
     if splits > 1:  # from torch's caching allocator: no sync, and graph-capturable
         partials = torch.empty(splits * tokens * groups * n, dtype=torch.float32, device=x.device)
-    n_tiles = 1 if tokens <= 8 else 2
+    n_tiles = decode_token_tiles(tokens)
     # no bounds checks in the main loop when every warp has channels and the ring divides the slice
     guarded = n % decode_kernel.CHANNELS_PER_CTA != 0 or (k // 64 // splits) % decode_kernel.BATCH != 0
     compile_decode_forward(n_tiles, dynamic, shared, splits > 1, guarded)(

@@ -1,4 +1,4 @@
-"""The one-launch decode forward (T <= 16) on the GPU (skipped without one): exact weight
+"""The one-launch decode forward (T <= 32) on the GPU (skipped without one): exact weight
 decode for every scale byte and code, the layer against the reference, determinism and
 CUDA-graph replay with new inputs (the split-K counters must reset themselves)."""
 
@@ -37,7 +37,7 @@ def test_every_scale_byte_and_code_decodes_exactly_on_the_gpu():
         assert torch.equal(z.cpu()[:, 0].view(torch.int16), expected.to(torch.bfloat16).view(torch.int16)), first
 
 
-def layers_for(groups, k, n, activation_scale, source, max_tokens=16, seed=0):
+def layers_for(groups, k, n, activation_scale, source, max_tokens=32, seed=0):
     g = torch.Generator(device=CUDA).manual_seed(seed)
     w = (torch.randn(groups, k, n, generator=g, device=CUDA) / 64).to(torch.bfloat16)
     made = {}
@@ -56,7 +56,7 @@ def layers_for(groups, k, n, activation_scale, source, max_tokens=16, seed=0):
 def test_decode_forward_matches_the_reference_layer(groups, k, n, activation_scale, source):
     torch.backends.cuda.matmul.allow_tf32 = False
     layers = layers_for(groups, k, n, activation_scale, source)
-    for tokens in (1, 5, 8, 9, 16):
+    for tokens in (1, 5, 8, 9, 16, 17, 24, 32):  # one, two and four token tiles
         assert launch.decode_supported(tokens, groups, k, n)
         o = activations(tokens, groups, k, seed=tokens).view(tokens, groups * k // 512, 512)
         z = layers["cutedsl"](o).clone()
@@ -66,7 +66,7 @@ def test_decode_forward_matches_the_reference_layer(groups, k, n, activation_sca
         assert torch.equal(z.view(torch.int16), again.view(torch.int16)), "not deterministic"
 
 
-@pytest.mark.parametrize("tokens", [1, 16])
+@pytest.mark.parametrize("tokens", [1, 16, 32])
 def test_decode_forward_replays_in_a_cuda_graph_with_new_inputs(tokens):
     groups, k, n = 8, 4096, 1024
     layers = layers_for(groups, k, n, "per_group", "dynamic")

@@ -64,7 +64,7 @@ def test_prefill_forward_matches_the_reference_layer(groups, k, n, activation_sc
     assert launch.prefill_supported(groups, k, n)
     calls = force_prefill(monkeypatch)
     layers = layers_for(groups, k, n, activation_scale, source, max_tokens=1100)
-    for tokens in (17, 129, 256, 300, 1100):
+    for tokens in (33, 129, 256, 300, 1100):
         o = activations(tokens, groups, k, seed=tokens).view(tokens, groups * k // 512, 512)
         z = layers["cutedsl"](o).clone()
         ref = layers["reference"](o).clone()
@@ -87,7 +87,7 @@ def test_prefill_forward_with_few_k_stages_matches_the_reference_layer(heads, mo
         layer.set_bf16_weight(w.to(CUDA))
         layer.finalize_weights()
         layers.append(layer)
-    for tokens in (17, 130, 300):  # T <= 16 would take the decode kernel
+    for tokens in (33, 130, 300):  # T <= 32 would take the decode kernel
         o = activations(tokens, groups, heads * d, seed=tokens).view(tokens, groups * heads, d)
         assert_within_summation_order(layers[0](o).clone(), layers[1](o).clone())
     assert len(calls) == 3
