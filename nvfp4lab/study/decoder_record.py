@@ -117,17 +117,16 @@ def _table(e) -> list[str]:
     return lines
 
 
-def findings_matrix(evals) -> dict[str, dict[str, dict]]:
-    """``{finding id: {"model / text": {"holds": bool, "numbers": {...}}}}`` over the in-text evaluations."""
+def findings_matrix(evals, numbers_of_finding: dict) -> dict[str, dict[str, dict]]:
+    """``{finding id: {"model / text": {"holds": bool, "numbers": {...}}}}``: each finding of
+    ``numbers_of_finding`` (finding id → the function computing its numbers from one evaluation)
+    recomputed and checked on every evaluation of ``evals``."""
     from nvfp4lab.study.findings import by_id
-    from nvfp4lab.study.findings_decoder import NUMBERS_OF
 
     matrix: dict[str, dict[str, dict]] = {}
-    for finding_id, numbers_of in NUMBERS_OF.items():
+    for finding_id, numbers_of in numbers_of_finding.items():
         finding = by_id(finding_id)
         for e in evals:
-            if e.calibration_text != e.text or not e.sensitivity_window_kl:
-                continue  # the findings need the W16A4 rows and the sensitivity, kept for the KJV
             numbers = {k: float(v) for k, v in numbers_of(e).items()}
             matrix.setdefault(finding_id, {})[f"{e.model} / {e.text}"] = {"holds": bool(finding.holds(numbers)),
                                                                           "numbers": numbers}
@@ -154,7 +153,10 @@ def render(record: dict) -> str:
              "95 %, paired percentile bootstrap over the held-out windows. W4A4 re-quantizes the files' weights to "
              "NVFP4, W16A4 keeps them as stored (o_proj: " + ", ".join(sorted({f"{e.model} {e.weight_type}"
                                                                                for e in own.values()})) + ")."]
-    matrix = findings_matrix(evals)
+    from nvfp4lab.study.findings_decoder import NUMBERS_OF
+
+    # the findings need the W16A4 rows and the sensitivity, kept for the in-text KJV evaluations
+    matrix = findings_matrix([e for e in evals if e.calibration_text == e.text and e.sensitivity_window_kl], NUMBERS_OF)
     columns = list(next(iter(matrix.values()))) if matrix else []
     if not columns:
         matrix = {}

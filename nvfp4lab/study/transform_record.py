@@ -17,7 +17,7 @@ from __future__ import annotations
 import statistics
 import sys
 
-from nvfp4lab.study.decoder_record import _cell, command_line, evaluations
+from nvfp4lab.study.decoder_record import _cell, command_line, evaluations, findings_matrix
 
 FP8 = "fp8 (1x128 act, 128x128 wt)"
 
@@ -55,21 +55,6 @@ def transform_table(evals) -> list[dict]:
     return records
 
 
-def findings_matrix(evals) -> dict[str, dict[str, dict]]:
-    """``{finding id: {"model / text": {"holds": bool, "numbers": {...}}}}``."""
-    from nvfp4lab.study.findings import by_id
-    from nvfp4lab.study.findings_transforms import NUMBERS_OF
-
-    matrix: dict[str, dict[str, dict]] = {}
-    for finding_id, numbers_of in NUMBERS_OF.items():
-        finding = by_id(finding_id)
-        for e in evals:
-            numbers = {k: float(v) for k, v in numbers_of(e).items()}
-            matrix.setdefault(finding_id, {})[f"{e.model} / {e.text}"] = {"holds": bool(finding.holds(numbers)),
-                                                                          "numbers": numbers}
-    return matrix
-
-
 def _ratio_cell(interval) -> str:
     if interval is None:
         return "–"
@@ -80,6 +65,7 @@ def _ratio_cell(interval) -> str:
 def render(record: dict) -> str:
     from nvfp4lab.models.recommendation import deployment, recommend
     from nvfp4lab.study.findings import by_id
+    from nvfp4lab.study.findings_transforms import NUMBERS_OF
 
     meta = record["meta"]
     evals = evaluations(record)
@@ -98,7 +84,7 @@ def render(record: dict) -> str:
              "dynamic scales. Ratios are paired (same windows) with 95 % percentile-bootstrap intervals over the "
              "windows; **R** marks a ratio whose interval excludes 1. A transform is compared with the same "
              "global-scale recipe without it (÷ none).", ""]
-    matrix = findings_matrix(evals)
+    matrix = findings_matrix(evals, NUMBERS_OF)
     lines += ["## Findings D08–D11 re-checked on every model × text", "",
               "| finding | " + " | ".join(panels) + " |", "|---|" + "---|" * len(panels)]
     for finding_id, cells in matrix.items():
