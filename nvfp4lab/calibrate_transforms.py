@@ -299,14 +299,7 @@ def recommend(results: list[evaluation.Result]) -> tuple[evaluation.Result, str]
     Returns the row and the reason in words: the rule first, then the choice, the best row
     of each cost the choice beat or that fell short of the margin, and how to deploy it.
     """
-    candidates = [r for r in results if r.mode != "-"]
-    if not candidates:
-        raise ValueError("no NVFP4 W4A4 rows to recommend from")
-    undefined = [row_label(r) for r in candidates if r.worst_group_sqnr_db != r.worst_group_sqnr_db]
-    if undefined:
-        raise ValueError(f"the SQNR of {undefined} is undefined (NaN): is a group's output all zero?")
-    clean = [r for r in candidates if r.clipped_fraction == 0.0]
-    pool = clean or candidates
+    pool, clean = evaluation.competing_rows(results, row_label)
     costs = sorted({row_cost(r) for r in pool})
     tier, tier_cost = [r for r in pool if row_cost(r) == costs[0]], costs[0]
     for cost in costs[1:]:
@@ -314,10 +307,7 @@ def recommend(results: list[evaluation.Result]) -> tuple[evaluation.Result, str]
         qualifying = [r for r in pool if row_cost(r) == cost and r.worst_group_sqnr_db >= cheaper + COSTLIER_MARGIN_DB]
         if qualifying:
             tier, tier_cost = qualifying, cost
-    best = max(tier, key=lambda r: r.worst_group_sqnr_db)
-    static = [r for r in tier if r.mode.endswith("static")
-              and r.worst_group_sqnr_db >= best.worst_group_sqnr_db - evaluation.STATIC_PREFERENCE_DB]
-    choice = max(static, key=lambda r: r.worst_group_sqnr_db) if static else best
+    best, choice = evaluation.prefer_static(tier)
 
     why = f"Rule: {RULE}. "
     if not clean:

@@ -231,23 +231,36 @@ def evaluate(calibration: torch.Tensor, held_out: torch.Tensor, weights: torch.T
     return [row.result(signal) for row in rows]
 
 
+def competing_rows(results: list[Result], label=lambda r: f"{r.recipe} | {r.mode}") -> tuple[list[Result], bool]:
+    """The NVFP4 W4A4 rows that compete for the recommendation: those that clip nothing on the
+    held-out tokens, or all of them if every one clips (then the flag is False). A row whose
+    worst-group SQNR is NaN is refused by name (``label(row)``), as is an empty table."""
+    candidates = [r for r in results if r.mode != "-"]
+    if not candidates:
+        raise ValueError("no NVFP4 W4A4 rows to recommend from")
+    undefined = [label(r) for r in candidates if r.worst_group_sqnr_db != r.worst_group_sqnr_db]
+    if undefined:
+        raise ValueError(f"the SQNR of {undefined} is undefined (NaN): is a group's output all zero?")
+    clean = [r for r in candidates if r.clipped_fraction == 0.0]
+    return clean or candidates, bool(clean)
+
+
+def prefer_static(rows: list[Result]) -> tuple[Result, Result]:
+    """``(best, choice)`` among ``rows``: the highest worst-group SQNR, and the row to deploy —
+    the best static row when it is within :data:`STATIC_PREFERENCE_DB` of the best, else the best."""
+    best = max(rows, key=lambda r: r.worst_group_sqnr_db)
+    static = [r for r in rows if r.mode.endswith("static")
+              and r.worst_group_sqnr_db >= best.worst_group_sqnr_db - STATIC_PREFERENCE_DB]
+    return best, (max(static, key=lambda r: r.worst_group_sqnr_db) if static else best)
+
+
 def recommend(results: list[Result]) -> tuple[Result, str]:
     """The recipe to deploy, by :data:`RULE`: among NVFP4 W4A4 rows with no clipping on
     held-out data (all rows if every one clips), the highest worst-group SQNR; a static
     row is preferred over a dynamic one within ``STATIC_PREFERENCE_DB`` (it needs no
     amax pass at inference). Returns the row and the reason in words, the rule first."""
-    candidates = [r for r in results if r.mode != "-"]
-    if not candidates:
-        raise ValueError("no NVFP4 W4A4 rows to recommend from")
-    undefined = [f"{r.recipe} | {r.mode}" for r in candidates if r.worst_group_sqnr_db != r.worst_group_sqnr_db]
-    if undefined:
-        raise ValueError(f"the SQNR of {undefined} is undefined (NaN): is a group's output all zero?")
-    clean = [r for r in candidates if r.clipped_fraction == 0.0]
-    pool = clean or candidates
-    best = max(pool, key=lambda r: r.worst_group_sqnr_db)
-    static = [r for r in pool if r.mode.endswith("static")
-              and r.worst_group_sqnr_db >= best.worst_group_sqnr_db - STATIC_PREFERENCE_DB]
-    choice = max(static, key=lambda r: r.worst_group_sqnr_db) if static else best
+    pool, clean = competing_rows(results)
+    best, choice = prefer_static(pool)
     why = f"Rule: {RULE}. "
     if not clean:
         why += "Every row clips on the held-out tokens, so all of them compete. "
