@@ -405,3 +405,23 @@ def test_transform_recipes_lists_the_plain_row_once_per_mode_whatever_it_is_give
     rows = transform_recipes(64, 192, transforms=[Transform(), Transform("hadamard head"), Transform("hadamard head")])
     labels = [r.label for r in rows]
     assert len(labels) == len(set(labels)) == 3 + 2 * 2
+
+
+@pytest.mark.parametrize("x, message", [
+    (torch.ones(4, 2, 20), "multiple of 16"),
+    (torch.ones(2, 32), r"\(T, G, K\)"),
+    (torch.ones(0, 2, 32), "no tokens"),
+    (torch.ones(4, 2, 32, dtype=torch.int32), "dtype"),
+    (torch.full((4, 2, 32), float("nan")), "finite|NaN|non-finite"),
+])
+def test_activation_statistics_rejects_bad_input_by_name(x, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        activation_statistics(x)
+
+
+def test_a_fitted_transform_refuses_activations_of_another_shape(layer):
+    x, w = layer
+    fitted = fit_transforms([Transform("hadamard head")], x, w, HEAD_DIM)[Transform("hadamard head")]
+    with pytest.raises(ValueError, match=r"x must be \(T, G, K\)"):
+        fitted.activations(x[:, :1])
+    assert fitted.activations(x).shape == x.shape

@@ -161,7 +161,11 @@ class FittedTransform:
     w_hat: torch.Tensor
 
     def activations(self, x: torch.Tensor) -> torch.Tensor:
-        """``x' (T, G, K)`` float32 of ``x (T, G, K)``."""
+        """``x' (T, G, K)`` float32 of ``x (T, G, K)`` (G and K those the transform was fitted
+        for; only the shape is checked here: this runs on every forward call)."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or tuple(x.shape[1:]) != tuple(self.weights.shape[:2]):
+            raise ValueError(f"x must be (T, G, K) = (T, {', '.join(map(str, self.weights.shape[:2]))}) for this "
+                             f"fitted {self.transform.label!r}; got {tuple(getattr(x, 'shape', ())) or type(x).__name__}")
         if self.block is not None:
             return rotate_activations(x, self.block)
         if self.smoothing is not None:
@@ -246,6 +250,10 @@ def activation_statistics(x: torch.Tensor) -> dict[str, float]:
     """
     from nvfp4lab.quantize import dequantize_nvfp4, dynamic_global_scale, quantize_nvfp4
 
+    c.float_tensor(x, "x", 3, "(T, G, K)")
+    c.block_multiple_of_16(x.shape[-1], "x")
+    if x.shape[0] == 0:
+        raise ValueError("x has no tokens: its statistics need at least one")
     x64 = x.double()
     centred = x64 - x64.mean()
     variance = centred.square().mean()
