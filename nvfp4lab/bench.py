@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 from pathlib import Path
@@ -59,7 +60,7 @@ from nvfp4lab.layouts import ROW_TILE, round_up
 from nvfp4lab.quantize import dynamic_global_scale, quantize_nvfp4
 
 SHAPES = [(8, 4096, 1024), (16, 4096, 1024), (8, 8192, 1536)]
-TOKENS = [1, 16, 128, 1024, 8192]
+TOKENS = [1, 16, 32, 64, 128, 256, 512, 1024, 8192]
 L2_BYTES = 50 * 2**20
 
 
@@ -111,6 +112,7 @@ class Problem:
         fragment_layout = self.decode or self.prefill
         self.words, self.word_scales = pack_decode_weights(wq.data, wq.scales) if fragment_layout else (None, None)
         self.counters = launch.decode_counters(groups, n, dev)
+        self.prefill_counters = launch.prefill_counters(tokens, groups, n, dev)
         self.amax_bits = torch.zeros(groups, dtype=torch.int32, device=dev)
         self.gs_b = gs_b
         self.rows_p = round_up(tokens, ROW_TILE)
@@ -129,26 +131,30 @@ class Problem:
         """The layer's forward on these operands (``weights``: one rotated copy)."""
         mat_b, scale_b, words, word_scales = weights
         source = self.gs_a
+        fused_amax = self.decode and dynamic and launch.decode_fuses_amax(self.tokens, self.groups, self.k, False)
         if dynamic:
-            launch.group_amax(self.x, self.amax_bits)
+            if not fused_amax:
+                launch.group_amax(self.x, self.amax_bits)
             source = self.amax_bits.view(torch.float32)
         if self.decode:
-            self.decode_fused(words, word_scales, source, dynamic)
+            self.decode_fused(words, word_scales, source, dynamic, fused_amax)
             return
         launch.quantize_activations(self.x, source, self.data, self.scales, self.used, dynamic=dynamic, shared=False)
         self.gemm(weights)
 
-    def decode_fused(self, words, word_scales, source, dynamic: bool):
-        """The one-launch decode forward (the prologue quantizes x)."""
+    def decode_fused(self, words, word_scales, source, dynamic: bool, fused_amax: bool = False):
+        """The one-launch decode forward (the prologue quantizes x; with ``fused_amax`` it also
+        finds the dynamic amax)."""
         launch.decode_forward(self.x, source, words, word_scales, self.gs_b, self.z, self.counters, dynamic=dynamic,
-                              shared=False)
+                              shared=False, fused_amax=fused_amax)
 
     def gemm(self, weights):
         """The forward's GEMM on the quantized activations: the prefill kernel (weights in the
         decode layout) where ``launch.prefill_selected``, else the grouped GEMM."""
         mat_b, scale_b, words, word_scales = weights
         if self.prefill:
-            launch.prefill_gemm(self.data, self.scales, words, word_scales, self.used, self.gs_b, self.z)
+            launch.prefill_gemm(self.data, self.scales, words, word_scales, self.used, self.gs_b, self.z,
+                                self.prefill_counters)
             return
         self.grouped_gemm(mat_b, scale_b)
 
@@ -305,8 +311,11 @@ def markdown(card: str, results: dict, fp8_cast: str | None = None) -> str:
 
 
 def source_commit(folder: Path = Path(__file__).resolve().parent) -> str:
-    """``git rev-parse HEAD`` of the checkout holding ``folder`` (nvfp4lab's own), or
-    ``"unknown"`` when that is no git checkout or git is missing."""
+    """``NVFP4LAB_COMMIT`` when set (a copy of the tree without ``.git``, as on the lent GPU
+    machines), else ``git rev-parse HEAD`` of the checkout holding ``folder`` (nvfp4lab's
+    own), or ``"unknown"`` when that is no git checkout or git is missing."""
+    if os.environ.get("NVFP4LAB_COMMIT"):
+        return os.environ["NVFP4LAB_COMMIT"]
     try:
         done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):

@@ -152,6 +152,7 @@ class Nvfp4GroupedLinear:
         self._group_ends = torch.arange(1, g + 1, dtype=torch.int32, device=dev)
         self._offsets = torch.empty(g, dtype=torch.int32, device=dev)
         self._decode_counters = None  # the decode kernel's split-K counters, with its weights
+        self._prefill_counters = None  # the prefill kernel's split-K counters, with its weights
         self._decode_weights = None  # (words, scales) in the decode kernel's layout, set by finalize_weights
 
     # ----------------------------------------------------------------- weights
@@ -191,6 +192,9 @@ class Nvfp4GroupedLinear:
                 # the decode and prefill kernels' copy: each lane's 16-byte load is its MMA fragments
                 self._decode_weights = pack_decode_weights(self.weight_q.data, self.weight_q.scales)
                 self._decode_counters = launch.decode_counters(self.groups, self.out_features, self.device)
+                if launch.prefill_supported(self.groups, self.in_features, self.out_features):
+                    self._prefill_counters = launch.prefill_counters(self.max_num_tokens, self.groups,
+                                                                     self.out_features, self.device)
 
     # ------------------------------------------------------ activation scales
     def _check_input(self, o: torch.Tensor, name: str) -> None:
@@ -303,13 +307,15 @@ class Nvfp4GroupedLinear:
         dynamic = self.activation_scale_source == "dynamic"
         shared = self.activation_scale == "shared"
         source = self.activation_global_scale
-        if dynamic:
-            launch.group_amax(x, self._amax_bits)
-            source = self._amax_bits.view(torch.float32)
         decode = self._decode_weights is not None and launch.decode_supported(tokens, g, k, self.out_features)
-        if decode:  # one launch: the prologue quantizes
+        fused_amax = decode and dynamic and launch.decode_fuses_amax(tokens, g, k, shared)
+        if dynamic:
+            if not fused_amax:
+                launch.group_amax(x, self._amax_bits)
+            source = self._amax_bits.view(torch.float32)
+        if decode:  # one launch: the prologue quantizes (and finds the amax when fused_amax)
             launch.decode_forward(x, source, *self._decode_weights, self.weight_q.global_scale, z,
-                                  self._decode_counters, dynamic=dynamic, shared=shared)
+                                  self._decode_counters, dynamic=dynamic, shared=shared, fused_amax=fused_amax)
             return z
         rows_p = round_up(tokens, ROW_TILE)
         data = self._a_data[: g * rows_p * (k // 2)].view(g * rows_p, k // 2)
@@ -317,7 +323,8 @@ class Nvfp4GroupedLinear:
         launch.quantize_activations(x, source, data, scales, self._gs_a, dynamic=dynamic, shared=shared)
         sms = launch.multiprocessors(x.device.index or 0)
         if self._decode_weights is not None and launch.prefill_selected(tokens, g, k, self.out_features, sms):
-            launch.prefill_gemm(data, scales, *self._decode_weights, self._gs_a, self.weight_q.global_scale, z)
+            launch.prefill_gemm(data, scales, *self._decode_weights, self._gs_a, self.weight_q.global_scale, z,
+                                self._prefill_counters)
             return z
         torch.mul(self._group_ends, rows_p, out=self._offsets)
         cutedsl_grouped_gemm(

@@ -1,10 +1,13 @@
-"""Which GEMM the forward should run at each prefill-sized T: the 128 × 128 wgmma grouped
-GEMM (``launch.grouped_gemm``) or the warp-specialized prefill kernel (``launch.prefill_gemm``).
+"""Which GEMM the forward should run at each T above the decode kernel's range, and how many
+K splits the warp-specialized prefill kernel should take there.
 
 Times, in one run on one card (CUDA graphs, weights rotated beyond L2, as ``nvfp4lab.bench``),
-per shape and T: torch.bmm in bf16, each GEMM alone on already-quantized activations, and the
-quantizer. Writes a markdown table (``--out``, default stdout); ``launch.PREFILL_MIN_WAVE`` is
-chosen from it.
+per shape and T: torch.bmm in bf16, the quantizer, the 128 × 128 wgmma grouped GEMM
+(``launch.grouped_gemm``, its own split K) and the prefill kernel (``launch.prefill_gemm``) at
+every split count 1, 2, 4, … (K/64 divisible, at least ``launch.PREFILL_MIN_K_TILES`` stages per
+split) on already-quantized activations; for T <= 32 also the decode kernel's one-launch forward.
+Writes a markdown table (``--out``, default stdout) marking the split ``launch.prefill_splits``
+picks; ``launch.PREFILL_FILL`` and the decode/prefill crossover are chosen from it.
 
     python scripts/prefill_paths.py --out bench/results/<card>_prefill_paths.md
 """
@@ -20,10 +23,17 @@ from tqdm import tqdm
 
 from nvfp4lab.bench import SHAPES, Problem, copies_for, time_graph
 from nvfp4lab.kernels import gpu_supported, launch
+from nvfp4lab.kernels import prefill_gemm as prefill_kernel
 from nvfp4lab.kernels.decode_layout import pack_decode_weights
 from nvfp4lab.quantize import quantize_nvfp4
 
-TOKENS = [128, 256, 512, 1024, 2048, 8192]
+TOKENS = [17, 32, 33, 64, 96, 128, 192, 256, 384, 512, 1024]
+SPLITS = [1, 2, 4, 8, 16]
+
+
+def split_counts(k: int) -> list[int]:
+    k_tiles = k // prefill_kernel.BK
+    return [s for s in SPLITS if k_tiles % s == 0 and (s == 1 or k_tiles // s >= launch.PREFILL_MIN_K_TILES)]
 
 
 def time_point(groups: int, k: int, n: int, tokens: int) -> dict:
@@ -37,10 +47,21 @@ def time_point(groups: int, k: int, n: int, tokens: int) -> dict:
     out_bf16 = torch.empty(groups, tokens, n, dtype=torch.bfloat16, device="cuda")
     p.quantize()
     row = {"bf16": time_graph(lambda i: torch.bmm(xg, w_bf16[i], out=out_bf16), len(w_bf16))}
-    row["wgmma_gemm"] = time_graph(lambda i: p.grouped_gemm(*mats[i][:2]), copies)
-    row["prefill_gemm"] = time_graph(
-        lambda i: launch.prefill_gemm(p.data, p.scales, mats[i][2], mats[i][3], p.used, p.gs_b, p.z), copies)
     row["quantizer"] = time_graph(lambda i: p.quantize(), 1)
+    row["wgmma_gemm"] = time_graph(lambda i: p.grouped_gemm(*mats[i][:2]), copies)
+    counters = launch.prefill_counters(tokens, groups, n, "cuda")
+    for s in split_counts(k):
+        row[s] = time_graph(lambda i: launch.prefill_gemm(p.data, p.scales, mats[i][2], mats[i][3], p.used, p.gs_b,
+                                                          p.z, counters, splits=s, tile_tokens=128), copies)
+    row["small"] = {}
+    if tokens <= 128:  # 64-token tiles
+        for s in split_counts(k):
+            row["small"][s] = time_graph(lambda i: launch.prefill_gemm(
+                p.data, p.scales, mats[i][2], mats[i][3], p.used, p.gs_b, p.z, counters, splits=s, tile_tokens=64),
+                copies)
+    row["decode"] = None
+    if launch.decode_supported(tokens, groups, k, n):
+        row["decode"] = time_graph(lambda i: p.decode_fused(mats[i][2], mats[i][3], p.gs_a, False), copies)
     return row
 
 
@@ -56,17 +77,37 @@ def main(argv=None) -> int:
     if min(args.tokens) < 1:
         parser.error(f"--tokens must be positive, got {args.tokens}")
     card = torch.cuda.get_device_name()
-    lines = [f"# Prefill GEMM paths on {card}", "",
-             "µs per call (CUDA graphs, weights rotated beyond L2); ratios are bf16 time / time.", "",
-             "| G, K, N | T | bf16 | wgmma GEMM | prefill GEMM | quantizer | wgmma fwd vs bf16 | prefill fwd vs bf16 | prefill GEMM vs bf16 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    sms = launch.multiprocessors(0)
+    split_names = " | ".join(f"prefill ×{s}" for s in SPLITS)
+    lines = [f"# Forward paths above the decode range on {card} ({sms} SMs)", "",
+             "µs per call (CUDA graphs, weights rotated beyond L2). GEMM columns are the GEMM alone on quantized "
+             "activations; `decode` is the decode kernel's whole forward (its prologue quantizes); `prefill ×s` is the "
+             "prefill kernel with 128-token tiles and s K splits, `64-token tiles` its best split count with 64-token "
+             "tiles (T <= 128); tiles = 128-token tiles; * marks what `launch.prefill_tile_tokens` and "
+             "`launch.prefill_splits` pick; forward = quantizer + GEMM; ratios are bf16 time / time.", "",
+             f"| G, K, N | T | tiles | bf16 | quantizer | decode | wgmma GEMM | {split_names} | 64-token tiles (splits) "
+             "| wgmma fwd vs bf16 | picked prefill fwd vs bf16 | best prefill fwd vs bf16 |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(SPLITS) + "---|---|---|---|"]
     points = [(s, t) for s in SHAPES for t in args.tokens]
     for (g, k, n), t in tqdm(points, desc="prefill paths"):
         r = time_point(g, k, n, t)
+        picked = launch.prefill_splits(t, g, k, n, sms)
+        small_tile = launch.prefill_tile_tokens(t) == 64
+        cells = []
+        for s in SPLITS:
+            cells.append("–" if s not in r else f"{r[s]:.1f}{'*' if s == picked and not small_tile else ''}")
+        small = "–"
+        if r["small"]:
+            s_best = min(r["small"], key=r["small"].get)
+            small = f"{r['small'][s_best]:.1f} ({s_best}){'*' if small_tile else ''}"
+        picked_us = r["small"][picked] if small_tile else r[picked]
+        best = min([r[s] for s in SPLITS if s in r] + list(r["small"].values()))
+        decode = "–" if r["decode"] is None else f"{r['decode']:.1f}"
         lines.append(
-            f"| {g},{k},{n} | {t} | {r['bf16']:.1f} | {r['wgmma_gemm']:.1f} | {r['prefill_gemm']:.1f} | {r['quantizer']:.1f} "
-            f"| {r['bf16'] / (r['wgmma_gemm'] + r['quantizer']):.2f} | {r['bf16'] / (r['prefill_gemm'] + r['quantizer']):.2f} "
-            f"| {r['bf16'] / r['prefill_gemm']:.2f} |")
+            f"| {g},{k},{n} | {t} | {launch.prefill_tiles(t, g, n, 128)} | {r['bf16']:.1f} | {r['quantizer']:.1f} "
+            f"| {decode} | {r['wgmma_gemm']:.1f} | " + " | ".join(cells) + f" | {small}"
+            + f" | {r['bf16'] / (r['wgmma_gemm'] + r['quantizer']):.2f} | {r['bf16'] / (picked_us + r['quantizer']):.2f} "
+            f"| {r['bf16'] / (best + r['quantizer']):.2f} |")
     text = "\n".join(lines) + "\n"
     if args.out:
         with open(args.out, "w") as f:

@@ -165,11 +165,12 @@ def test_decode_path_takes_only_the_shapes_it_supports():
     assert not launch.decode_supported(1, 8, 4096, 1000)  # N % 16
 
 
-def test_prefill_gemm_is_warp_specialized_with_register_weights_and_mbarriers():
-    compiled = launch.compile_prefill_gemm(keep_ptx=True)
+@pytest.mark.parametrize("tile_tokens", prefill_kernel.TILE_TOKENS)
+def test_prefill_gemm_is_warp_specialized_with_register_weights_and_mbarriers(tile_tokens):
+    compiled = launch.compile_prefill_gemm(False, tile_tokens, keep_ptx=True)
     ops = instructions(compiled)
     with_text = collections.Counter(ptx_lines(compiled))
-    tile = f"m64n{prefill_kernel.TOKENS}k16"
+    tile = f"m64n{tile_tokens}k16"
     blocks = prefill_kernel.M_BLOCKS
     # RS-form wgmma: 64 channels × the CTA's tokens × k16, the A operand a brace list of 4
     # registers (not a descriptor): 4 k16 steps × M_BLOCKS groups × 2 unrolled k-tiles
@@ -185,7 +186,7 @@ def test_prefill_gemm_is_warp_specialized_with_register_weights_and_mbarriers():
     # the producer decodes its chunks (4 words, 4 mul.rn.bf16x2 each) once per k-tile; the
     # consumers decode 4 k16 steps of 4 registers at 1 + 2·2 sites (before the loop, then after
     # each group of the two unrolled k-tiles)
-    x_chunks = prefill_kernel.TOKENS * prefill_kernel.CHUNKS_PER_ROW // prefill_kernel.PRODUCER_THREADS
+    x_chunks = tile_tokens * prefill_kernel.CHUNKS_PER_ROW // prefill_kernel.PRODUCER_THREADS
     w_sites = 1 + 2 * 2
     assert ops["mul.rn.bf16x2"] == x_chunks * 4 * 4 + w_sites * 4 * 4
     assert ops["mad.lo.u32"] == w_sites * 4  # one per k16 step: rows r and r+8 together
@@ -196,6 +197,46 @@ def test_prefill_gemm_is_warp_specialized_with_register_weights_and_mbarriers():
     assert ops["cp.async.cg.shared.global"] == (prefill_kernel.RAW_STAGES - 1 + 1) * (x_chunks + 1)
     assert ops["st.shared.v4.b32"] == x_chunks * 4  # decoded x: 64 bytes per chunk
     assert not any(op.startswith(("fma.rn.ftz", "mul.ftz", "div.approx", "div.full")) for op in ops)
+
+
+def test_prefill_split_k_reduces_in_the_same_launch_with_coalesced_partials():
+    """The split-K variant: the consumers' fp32 partials leave as 16-byte stores (2 blocks × 64
+    accumulators / 4 per thread), one acquire-release counter bump per CTA between two
+    256-thread named barriers, the last CTA's reduction loads 16 bytes at a time, and the
+    main loop is the unsplit kernel's (same wgmma, decode and barrier counts there)."""
+    split = instructions(launch.compile_prefill_gemm(True, keep_ptx=True))
+    whole = instructions(launch.compile_prefill_gemm(False, keep_ptx=True))
+    accumulators = prefill_kernel.M_BLOCKS * 128 * prefill_kernel.TOKENS // prefill_kernel.CONSUMER_THREADS
+    assert split["st.global.v4.b32"] == accumulators // 4 and whole["st.global.v4.b32"] == 0
+    assert split["atom.global.acq_rel.add.u32"] == 1 and split["fence.acq_rel.gpu;"] == 2
+    assert split["bar.sync"] == whole["bar.sync"] + 2
+    assert split["ld.global.v4.b32"] > whole["ld.global.v4.b32"] + accumulators // 4  # the reduction's loads
+    for op in ("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16", "mul.rn.bf16x2", "mad.lo.u32",
+               "cp.async.cg.shared.global", "st.global.b16"):
+        assert split[op] == whole[op], op
+
+
+def test_prefill_splits_fill_the_card_and_keep_eight_stages_per_split():
+    fill = launch.PREFILL_FILL
+    for (groups, k, n), tokens in [((8, 4096, 1024), 33), ((8, 4096, 1024), 128), ((16, 4096, 1024), 256),
+                                   ((8, 8192, 1536), 512), ((8, 4096, 1024), 8192)]:
+        splits = launch.prefill_splits(tokens, groups, k, n, sms=132)
+        tiles = launch.prefill_tiles(tokens, groups, n)
+        k_tiles = k // 64
+        assert k_tiles % splits == 0 and (splits == 1 or k_tiles // splits >= launch.PREFILL_MIN_K_TILES)
+        # the fewest splits that reach the fill target, unless K runs out of stages
+        assert tiles * splits >= fill * 132 or k_tiles // (2 * splits) < launch.PREFILL_MIN_K_TILES
+        assert splits == 1 or tiles * splits // 2 < fill * 132
+    assert launch.prefill_splits(8, 8, 4096, 1024, sms=132) == 4  # 32 tiles × 4 = 128 CTAs
+    assert launch.prefill_splits(8192, 8, 4096, 1024, sms=132) == 1  # 2048 tiles
+    assert launch.prefill_splits(64, 1, 512, 256, sms=132) == 1  # 8 stages: no room to split
+    assert launch.prefill_tiles(129, 8, 1024) == 4 * 2 * 8
+
+
+def test_prefill_takes_every_t_above_the_decode_range_that_its_tiles_allow():
+    assert not launch.prefill_selected(32, 8, 4096, 1024, 132)  # the decode kernel's
+    assert launch.prefill_selected(33, 8, 4096, 1024, 132) and launch.prefill_selected(8192, 8, 8192, 1536, 132)
+    assert not launch.prefill_selected(64, 8, 4096, 1000, 132)  # N % 256: the grouped GEMM
 
 
 def test_prefill_kernel_takes_the_shapes_its_tiles_allow():

@@ -11,9 +11,12 @@ with ``mma.sync.m16n8k16`` (16 output channels × 8 tokens per MMA, fp32 accumul
   ``x[:, g]`` with exactly the quantizer's rounding steps (``quantize_activations.
   quantize_block``: same bytes as the CPU reference) and writes the decoded values
   ``e2m1·s·2^-9`` (bf16, exact) to shared memory as MMA B fragments. The global scale is
-  the static one, or (``dynamic``) computed from ``group_amax``'s result (a variant whose
-  prologue read the quantizer kernel's bytes instead was slower at every T <= 16 on the
-  H100 and was removed). The first batch of weight loads is issued before the prologue, so HBM streams while it runs.
+  the static one, or (``dynamic``) computed from ``group_amax``'s result, or
+  (``fused_amax``) from the amax this CTA computes itself over all of ``x[:, g, :]`` (all of
+  ``x`` when ``shared``) — the same value, so the same bytes, without the amax launch and its
+  zeroing (``launch.decode_fuses_amax`` picks it where the redundant read is cheap). A
+  variant whose prologue read the quantizer kernel's bytes instead was slower at every
+  T <= 16 on the H100 and was removed. The first batch of weight loads is issued before the prologue, so HBM streams while it runs.
 * **Main loop: weights straight from HBM to registers.** Each lane loads 16 bytes of
   codes + 8 bytes of re-encoded scales per m-tile and 64-K chunk into a 4-chunk register
   ring (a slot is refilled as soon as it is consumed), decodes them with 13 integer ops per 8 codes, 2 per two rows'
@@ -37,10 +40,11 @@ from cutlass._mlir.dialects import llvm
 from cutlass.cutlass_dsl import T, dsl_user_op
 
 from nvfp4lab.kernels._memory import vector_at
-from nvfp4lab.kernels._ptx import bf16x2_splat_from_f32, decode_word_bf16x2, div_rn
+from nvfp4lab.kernels._ptx import bf16x2_splat_from_f32, decode_word_bf16x2, div_rn, max_nan
 from nvfp4lab.kernels.decode_layout import K_CHUNK, SCALE_BIAS, SCALE_MULTIPLIER, TERMS
 from nvfp4lab.kernels.grouped_gemm import ALPHA_POST, SCALE_PRE
 from nvfp4lab.kernels.quantize_activations import global_scale_of, quantize_block
+from nvfp4lab.quantize import MIN_GLOBAL_SCALE
 
 WARPS = int(os.environ.get("NVFP4LAB_DECODE_WARPS", 8))  # experiments may override these two
 THREADS = 32 * WARPS
@@ -199,6 +203,34 @@ def stage_slice(x: cute.Tensor, act: cute.Tensor, tidx: Int32, tokens: Int32, gr
             act[row + (i + 4 * swap) % 8] = decoded[i]
 
 
+@cute.jit
+def cta_global_scale(x: cute.Tensor, reduction: cute.Tensor, tidx: Int32, tokens: Int32, groups: Int32, g: Int32,
+                     k: Int32, shared: cutlass.Constexpr) -> Float32:
+    """The dynamic global scale ``max(amax / 2688, 2^-126)`` with ``amax = max |x[:, g, :]|``
+    (``shared``: over all of x) computed by this CTA alone: the same float max ``group_amax``
+    finds with its atomics (a max is exact in any order; NaN wins), so the same scale."""
+    blocks = k // 16
+    local = Float32(0.0)
+    count = tokens * blocks
+    if cutlass.const_expr(shared):
+        count = tokens * groups * blocks
+    for item in range(tidx, count, THREADS):
+        offset = item * 16  # shared: x's rows in order
+        if cutlass.const_expr(not shared):
+            offset = ((item // blocks) * groups + g) * k + (item % blocks) * 16
+        values = vector_at(x, offset, 16).load().to(Float32)
+        for j in cutlass.range_constexpr(16):
+            local = max_nan(local, cute.arch.fmax(values[j], -values[j]))
+    local = cute.arch.warp_reduction(local, max_nan)
+    if tidx % 32 == 0:
+        reduction[tidx // 32] = local
+    cute.arch.sync_threads()
+    amax = reduction[0]
+    for w in cutlass.range_constexpr(1, WARPS):
+        amax = max_nan(amax, reduction[w])
+    return max_nan(div_rn(amax, Float32(2688.0)), Float32(MIN_GLOBAL_SCALE))
+
+
 @cute.kernel
 def decode_forward_kernel(
     x: cute.Tensor,  # (T·G·K,) bf16
@@ -219,6 +251,7 @@ def decode_forward_kernel(
     shared: cutlass.Constexpr,
     split_k: cutlass.Constexpr,
     guarded: cutlass.Constexpr,
+    fused_amax: cutlass.Constexpr,
 ):
     tidx, _, _ = cute.arch.thread_idx()
     n_block, split, g = cute.arch.block_idx()
@@ -246,7 +279,12 @@ def decode_forward_kernel(
     allocator = cutlass.memory.SmemAllocator()
     act = allocator.allocate_tensor(Uint32, cute.make_layout(MAX_SLICE * 8 // 2), 16)
     flag = allocator.allocate_tensor(Int32, cute.make_layout(4), 16)
-    gs_x = global_scale_of(group_scale, g, groups, dynamic, shared)
+    reduction = allocator.allocate_tensor(Float32, cute.make_layout(WARPS), 16)
+    gs_x = Float32(0.0)
+    if cutlass.const_expr(fused_amax):
+        gs_x = cta_global_scale(x, reduction, tidx, tokens, groups, g, k, shared)
+    else:
+        gs_x = global_scale_of(group_scale, g, groups, dynamic, shared)
     stage_slice(x, act, tidx, tokens, groups, g, k, chunk0 * K_CHUNK, chunks * (K_CHUNK // 16), gs_x, n_tiles)
     cute.arch.sync_threads()
 
@@ -333,6 +371,7 @@ def decode_forward(
     shared: cutlass.Constexpr,
     split_k: cutlass.Constexpr,
     guarded: cutlass.Constexpr,
+    fused_amax: cutlass.Constexpr,
 ):
     """Host entry (``kernels.launch.decode_forward`` passes the tensors behind the pointers)."""
     n_blocks = (n_out + CHANNELS_PER_CTA - 1) // CHANNELS_PER_CTA
@@ -344,8 +383,8 @@ def decode_forward(
     out = cute.make_tensor(out_ptr, cute.make_layout(tokens * groups * n_out))
     partials = cute.make_tensor(partials_ptr, cute.make_layout(splits * tokens * groups * n_out))
     counters = cute.make_tensor(counters_ptr, cute.make_layout(groups * n_blocks))
-    smem = MAX_SLICE * 8 * 2 + 16 + 64
+    smem = MAX_SLICE * 8 * 2 + 16 + 4 * WARPS + 16 + 64
     decode_forward_kernel(x, group_scale, words, scales, gs_w, out, partials, counters, tokens, groups, n_out, k, splits,
-                          n_tiles, dynamic, shared, split_k, guarded).launch(
+                          n_tiles, dynamic, shared, split_k, guarded, fused_amax).launch(
         grid=[n_blocks, splits, groups], block=[THREADS, 1, 1], smem=smem, stream=stream,
         min_blocks_per_mp=CTAS_PER_SM, preferred_smem_carveout=100)

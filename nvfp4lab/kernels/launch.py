@@ -138,12 +138,13 @@ def _decode_args(x=None, source=None, words=None, scales=None, gs_w=None, out=No
 
 @functools.cache
 def compile_decode_forward(n_tiles: int, dynamic: bool, shared: bool, split_k: bool, guarded: bool = True,
-                           keep_ptx: bool = False):
+                           fused_amax: bool = False, keep_ptx: bool = False):
     return _compiler(keep_ptx)(decode_kernel.decode_forward, *_decode_args(), *[Int32(1)] * 5, make_fake_stream(),
-                               n_tiles, dynamic, shared, split_k, guarded)
+                               n_tiles, dynamic, shared, split_k, guarded, fused_amax)
 
 
-def _prefill_args(a_data=None, a_scales=None, words=None, scales=None, gs_a=None, gs_w=None, out=None):
+def _prefill_args(a_data=None, a_scales=None, words=None, scales=None, gs_a=None, gs_w=None, out=None, partials=None,
+                  counters=None):
     return (
         pointer(a_data, cutlass.Uint32, 16),
         pointer(a_scales, cutlass.Uint32, 16),
@@ -152,12 +153,15 @@ def _prefill_args(a_data=None, a_scales=None, words=None, scales=None, gs_a=None
         pointer(gs_a, cutlass.Float32, 4),
         pointer(gs_w, cutlass.Float32, 4),
         pointer(out, cutlass.BFloat16, 2),
+        pointer(partials, cutlass.Float32, 16),
+        pointer(counters, cutlass.Int32, 4),
     )
 
 
 @functools.cache
-def compile_prefill_gemm(keep_ptx: bool = False):
-    return _compiler(keep_ptx)(prefill_kernel.prefill_gemm, *_prefill_args(), *[Int32(1)] * 5, make_fake_stream())
+def compile_prefill_gemm(split_k: bool = False, tile_tokens: int = prefill_kernel.TOKENS, keep_ptx: bool = False):
+    return _compiler(keep_ptx)(prefill_kernel.prefill_gemm, *_prefill_args(), *[Int32(1)] * 6, make_fake_stream(),
+                               split_k, tile_tokens)
 
 
 @functools.cache
@@ -201,6 +205,18 @@ def decode_splits(groups: int, n: int, k: int, sms: int, tokens: int = 1) -> int
     while chunks % (2 * splits) == 0 and (k // splits > max_slice or ctas * splits < target):
         splits *= 2
     return splits if k // splits <= max_slice else None
+
+
+#: Dynamic scales: the decode kernel computes the amax itself (each CTA over the elements its
+#: scale covers: ``T·K``, or ``T·G·K`` when shared) up to this many elements, instead of the
+#: amax launch and its zeroing. Measured on the H100 (``bench/results/NVIDIA_H100_80GB_HBM3_decode_paths.md``):
+#: 1.0–2.3 µs faster at 8192–32768 elements, equal or slower at 65536 and beyond.
+FUSED_AMAX_MAX_ELEMENTS = int(os.environ.get("NVFP4LAB_FUSED_AMAX_MAX_ELEMENTS", 32768))
+
+
+def decode_fuses_amax(tokens: int, groups: int, k: int, shared: bool) -> bool:
+    """Whether the dynamic decode forward computes its amax in the kernel (no ``group_amax``)."""
+    return tokens * k * (groups if shared else 1) <= FUSED_AMAX_MAX_ELEMENTS
 
 
 def decode_counters(groups: int, n: int, device) -> torch.Tensor:
@@ -276,13 +292,13 @@ def grouped_gemm(mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out, *, to
                                  Int32(n), Int32(splits), stream)
 
 
-#: The forward's GEMM is the warp-specialized prefill kernel (``prefill_gemm``, 256 channels ×
-#: 128 tokens per CTA, one CTA per SM) from one full token tile (T >= 128) on when its grid has
-#: at least this fraction of the SMs in CTAs, else the grouped GEMM (split K over more,
-#: smaller CTAs). Measured on the H200 for the three benchmark shapes at T = 64..8192
-#: (``bench/results/NVIDIA_H200_prefill_paths.md``): the prefill kernel wins from 64 CTAs of
-#: full tiles on, loses at 32 and 48 CTAs and at T = 64 (half-empty tiles).
-PREFILL_MIN_WAVE = float(os.environ.get("NVFP4LAB_PREFILL_MIN_WAVE", 0.45))  # experiments may override it
+#: Where the forward's GEMM is the warp-specialized prefill kernel (``prefill_gemm``, 256
+#: channels × 128 tokens per CTA, one CTA per SM): every T above the decode kernel's range
+#: whose shape its tiles take. Below about one wave of CTAs it splits K (``prefill_splits``).
+#: Measured on the H100 for the three benchmark shapes at T = 33..1024
+#: (``bench/results/NVIDIA_H100_80GB_HBM3_prefill_splits.md``).
+PREFILL_FILL = float(os.environ.get("NVFP4LAB_PREFILL_FILL", 0.9))  # experiments may override it
+PREFILL_MIN_K_TILES = 8  # 64-K stages per split at least: the pipeline's prologue and epilogue amortized
 
 
 def prefill_supported(groups: int, k: int, n: int) -> bool:
@@ -290,22 +306,58 @@ def prefill_supported(groups: int, k: int, n: int) -> bool:
     return groups > 0 and k % prefill_kernel.BK == 0 and n % prefill_kernel.CHANNELS == 0
 
 
+#: Token counts up to this run the prefill kernel with 64-token tiles (else 128).
+PREFILL_SMALL_TILE_TOKENS = int(os.environ.get("NVFP4LAB_PREFILL_SMALL_TILE_TOKENS", prefill_kernel.SMALL_TOKENS))
+
+
+def prefill_tile_tokens(tokens: int) -> int:
+    """Tokens per prefill-kernel CTA for a call of ``tokens`` tokens: 64 or 128."""
+    return prefill_kernel.SMALL_TOKENS if tokens <= PREFILL_SMALL_TILE_TOKENS else prefill_kernel.TOKENS
+
+
+def prefill_tiles(tokens: int, groups: int, n: int, tile_tokens: int | None = None) -> int:
+    """Output tiles (256 channels × ``tile_tokens`` tokens of one group; default
+    :func:`prefill_tile_tokens`) of a prefill-kernel call."""
+    tile_tokens = tile_tokens or prefill_tile_tokens(tokens)
+    return (n // prefill_kernel.CHANNELS) * -(-tokens // tile_tokens) * groups
+
+
+def prefill_splits(tokens: int, groups: int, k: int, n: int, sms: int) -> int:
+    """K splits (a power of two dividing K/64) of the prefill kernel: the fewest that make
+    ``tiles · splits`` at least ``PREFILL_FILL · sms`` CTAs, each split keeping at least
+    ``PREFILL_MIN_K_TILES`` stages of 64."""
+    tiles, k_tiles = prefill_tiles(tokens, groups, n), k // prefill_kernel.BK
+    splits = 1
+    while (tiles * splits < PREFILL_FILL * sms and k_tiles % (2 * splits) == 0
+           and k_tiles // (2 * splits) >= PREFILL_MIN_K_TILES):
+        splits *= 2
+    return splits
+
+
 def prefill_selected(tokens: int, groups: int, k: int, n: int, sms: int) -> bool:
-    """Whether the forward of ``tokens`` tokens runs its GEMM on the prefill kernel: at least
-    one full token tile and at least ``PREFILL_MIN_WAVE · sms`` CTAs."""
-    if tokens < prefill_kernel.TOKENS or not prefill_supported(groups, k, n):
-        return False
-    ctas = (n // prefill_kernel.CHANNELS) * -(-tokens // prefill_kernel.TOKENS) * groups
-    return ctas >= PREFILL_MIN_WAVE * sms
+    """Whether the forward of ``tokens`` tokens runs its GEMM on the prefill kernel: above the
+    decode kernel's range, when its tiles take the shape."""
+    return tokens > decode_kernel.MAX_TOKENS and prefill_supported(groups, k, n)
+
+
+def prefill_counters(max_tokens: int, groups: int, n: int, device) -> torch.Tensor:
+    """The prefill kernel's per-tile split-K counters for calls of up to ``max_tokens``
+    tokens (zeros; every launch leaves them zero)."""
+    most = max(prefill_tiles(max_tokens, groups, n, tile) for tile in prefill_kernel.TILE_TOKENS)
+    return torch.zeros(max(1, most), dtype=torch.int32, device=device)
 
 
 def prefill_gemm(a_data: torch.Tensor, a_scales: torch.Tensor, words: torch.Tensor, scales: torch.Tensor,
-                 gs_a: torch.Tensor, gs_w: torch.Tensor, out: torch.Tensor) -> None:
+                 gs_a: torch.Tensor, gs_w: torch.Tensor, out: torch.Tensor, counters: torch.Tensor | None = None,
+                 *, splits: int | None = None, tile_tokens: int | None = None) -> None:
     """``out (T, G, N)`` bf16 := the NVFP4 product of x, quantized by :func:`quantize_activations`
     into ``a_data (G·Mp, K/2)`` / ``a_scales (G·Mp, K/16)`` uint8 (``Mp`` a multiple of 128,
     at least T) with global scales ``gs_a (G,)`` float32, and the weights in the decode layout
     (``words``, ``scales`` from ``decode_layout.pack_decode_weights``; ``gs_w (G,)`` float32).
-    Shapes, dtypes, devices and contiguity are checked here (no values: no sync)."""
+    ``splits`` (default :func:`prefill_splits`) > 1 needs ``counters`` from
+    :func:`prefill_counters` covering T; ``tile_tokens`` (64 or 128) defaults to
+    :func:`prefill_tile_tokens`. Shapes, dtypes, devices and contiguity are checked
+    here (no values: no sync)."""
     tokens, groups, n = out.shape
     rows, half_k = a_data.shape
     k = 2 * half_k
@@ -328,23 +380,45 @@ def prefill_gemm(a_data: torch.Tensor, a_scales: torch.Tensor, words: torch.Tens
             problems.append(f"{name} must be {dtype} {shape}, got {tensor.dtype} {tuple(tensor.shape)}")
         elif not tensor.is_contiguous() or tensor.device != out.device:
             problems.append(f"{name} must be contiguous and on {out.device}")
+    if splits is None:
+        splits = prefill_splits(tokens, groups, k, n, multiprocessors(out.device.index or 0)) if not problems else 1
+    tile_tokens = tile_tokens or prefill_tile_tokens(tokens)
+    if tile_tokens not in prefill_kernel.TILE_TOKENS:
+        problems.append(f"tile_tokens={tile_tokens} must be one of {prefill_kernel.TILE_TOKENS}")
+        tile_tokens = prefill_kernel.TOKENS
+    k_tiles = k // prefill_kernel.BK
+    if splits < 1 or k_tiles % splits:
+        problems.append(f"splits={splits} must be a positive divisor of K/64 = {k_tiles}")
+    tiles = prefill_tiles(tokens, groups, n, tile_tokens) if groups else 0
+    if splits > 1 and (counters is None or counters.dtype != torch.int32 or counters.numel() < tiles
+                       or counters.device != out.device):
+        problems.append(f"split K needs counters: int32 on {out.device} with at least {tiles} elements "
+                        "(launch.prefill_counters)")
     if problems:
         raise ValueError(f"prefill_gemm (T={tokens}, G={groups}, K={k}, N={n}): " + "; ".join(problems))
     if tokens == 0:
         return
-    compile_prefill_gemm()(
+    partials = None
+    if splits > 1:  # from torch's caching allocator: no sync, and graph-capturable
+        partials = torch.empty(splits * tiles * prefill_kernel.CHANNELS * tile_tokens, dtype=torch.float32,
+                               device=out.device)
+    compile_prefill_gemm(splits > 1, tile_tokens)(
         *_prefill_args(a_data.view(torch.int32), a_scales.view(torch.int32), words, scales.view(torch.int32), gs_a,
-                       gs_w, out),
-        Int32(tokens), Int32(groups), Int32(n), Int32(k), Int32(rows // groups), stream_of(out.device),
+                       gs_w, out, partials, counters if splits > 1 else None),
+        Int32(tokens), Int32(groups), Int32(n), Int32(k), Int32(rows // groups), Int32(splits), stream_of(out.device),
     )
 
 
 def decode_forward(x: torch.Tensor, scale_source: torch.Tensor, words: torch.Tensor, scales: torch.Tensor,
-                   gs_w: torch.Tensor, out: torch.Tensor, counters: torch.Tensor, *, dynamic: bool, shared: bool) -> None:
+                   gs_w: torch.Tensor, out: torch.Tensor, counters: torch.Tensor, *, dynamic: bool, shared: bool,
+                   fused_amax: bool = False) -> None:
     """The decode forward ``x (T, G, K)`` bf16 -> ``out (T, G, N)`` bf16 (T <= 32) in one launch,
     weights in the decode layout (``decode_layout.pack_decode_weights``), x quantized in the
     kernel's prologue. ``scale_source``: static global scales or (``dynamic``) ``group_amax``'s
-    result viewed as float32; ``counters``: from :func:`decode_counters`."""
+    result viewed as float32, unread with ``fused_amax`` (dynamic scales from the amax each CTA
+    computes itself; see :func:`decode_fuses_amax`); ``counters``: from :func:`decode_counters`."""
+    if fused_amax and not dynamic:
+        raise ValueError("fused_amax computes dynamic scales: it needs dynamic=True")
     tokens, groups, k = x.shape
     n = out.shape[2]
     if out.data_ptr() % 8 or not out.is_contiguous():  # the split-K reduction stores 4 channels at once
@@ -356,7 +430,7 @@ def decode_forward(x: torch.Tensor, scale_source: torch.Tensor, words: torch.Ten
     n_tiles = decode_token_tiles(tokens)
     # no bounds checks in the main loop when every warp has channels and the ring divides the slice
     guarded = n % decode_kernel.CHANNELS_PER_CTA != 0 or (k // 64 // splits) % decode_kernel.BATCH != 0
-    compile_decode_forward(n_tiles, dynamic, shared, splits > 1, guarded)(
+    compile_decode_forward(n_tiles, dynamic, shared, splits > 1, guarded, fused_amax)(
         *_decode_args(x, scale_source, words, scales.view(torch.int32), gs_w, out, partials, counters),
         Int32(tokens), Int32(groups), Int32(n), Int32(k), Int32(splits), stream_of(x.device),
     )

@@ -5,8 +5,11 @@ output (x) and the weights in the decode layout (:mod:`decode_layout`), computed
 ``zᵀ = W · xᵀ`` with Hopper ``wgmma`` in **RS form**: the weights are the MMA's A operand
 and come from registers, the tokens are its B operand and come from shared memory.
 
-* **Tile.** A CTA computes 256 output channels × 128 tokens of one group g over all of K
-  (``grid (N/256, ceil(T/128), G)``, 384 threads, one CTA per SM).
+* **Tile.** A CTA computes 256 output channels × 128 tokens (64 for T <= 64:
+  ``launch.prefill_tile_tokens``) of one group g over ``K / splits``
+  (``grid (N/256, ceil(T/tile), G·splits)``, 384 threads, one CTA per SM). ``splits = 1``
+  for large T; for T = 33–512, where ``N/256 · ceil(T/128) · G`` CTAs would leave most SMs
+  idle, ``launch.prefill_splits`` splits K so that the grid fills the card.
 * **Warpgroup 0, the producer** (``PRODUCER_REGISTERS`` after ``setmaxnreg``): ``cp.async``
   copies of the packed x rows and their swizzled scale tile into a ``RAW_STAGES``-deep
   ring, then decodes each 64-K stage *once* into a 128-byte-swizzled bf16 tile of
@@ -21,6 +24,12 @@ and come from registers, the tokens are its B operand and come from shared memor
   kernel's ``decode_fragment``), and issues the MMAs on the x stage: one group of MMAs
   per (k-tile, block), two fragment buffers, and while group n runs the fragment of group
   n + 1 is decoded. A stage is released (mbarrier) once the MMAs that read it completed.
+* **Split K, deterministic, in the same launch** (``split_k``): each consumer thread stores
+  its fp32 accumulators as 16-byte vectors to ``partials`` (one ``(elements, 256 threads)``
+  slab per split and tile: coalesced), the consumers bump a per-tile counter, and the last
+  CTA of a tile adds the slabs in split order 0, 1, … (each thread the elements it owns,
+  a block's loads of one split in flight together), applies the epilogue and resets the counter to
+  zero for the next launch: no second launch, results independent of CTA timing.
 * **No CTA-wide barrier in the main loop**: full/empty mbarriers between the producer and
   the consumers (``cutlass.pipeline.PipelineAsync``), one 128-thread named barrier inside
   the producer (its threads share the scale tile of a raw stage).
@@ -53,8 +62,9 @@ from nvfp4lab.kernels.grouped_gemm import ALPHA_POST, async_copy_atom, copy_chun
 M_BLOCKS = 2  # 128-channel blocks per CTA: the consumer schedule below needs exactly 2 (one block with
 # 256-token tiles, measured 10 % slower on the H200: twice the x decode per MAC, was not kept)
 CHANNELS = 128 * M_BLOCKS  # output channels per CTA (two consumer warpgroups of 64 per block)
-TOKENS = 256 // M_BLOCKS  # tokens per CTA (the wgmma N)
-BANDS = TOKENS // 128  # 128-row scale-tile bands per x stage
+TOKENS = 256 // M_BLOCKS  # tokens per CTA (the wgmma N) for T > 64
+SMALL_TOKENS = 64  # tokens per CTA for T <= 64 (half the MMAs and x decode of a 128-token tile)
+TILE_TOKENS = (SMALL_TOKENS, TOKENS)  # the compiled token tiles
 BK = K_CHUNK  # K per stage: 64
 PRODUCER_THREADS = 128  # one producer warpgroup (two do not fit: ptxas then caps every thread at 128 registers)
 THREADS = PRODUCER_THREADS + 256
@@ -68,52 +78,69 @@ CONSUMER_REGISTERS = min(256, (LAUNCH_REGISTERS * THREADS - PRODUCER_THREADS * P
 W_RING = 2  # 64-K weight chunks in flight per consumer lane
 WORDS_PER_ROW = BK // 8  # packed x words per row and stage
 CHUNKS_PER_ROW = BK // 32  # 16-byte chunks per row and stage
-RAW_WORDS = TOKENS * WORDS_PER_ROW  # packed x words per raw stage
 SCALE_TILE_WORDS = 128  # one 128-row × 4-block swizzled scale tile
-RAW_SCALE_WORDS = BANDS * SCALE_TILE_WORDS  # a stage's scale tiles (one per 128 rows)
 PRODUCER_BARRIER = 1  # named barrier id of the producer warpgroup
+CONSUMER_BARRIER = 2  # named barrier id of the two consumer warpgroups (the split-K epilogue)
+CONSUMER_THREADS = 256
+
+
+@cute.jit
+def raw_words(tile_tokens: int) -> int:
+    """Packed x words of one raw stage of a ``tile_tokens``-token tile."""
+    return tile_tokens * WORDS_PER_ROW
+
+
+def raw_scale_words(tile_tokens: int) -> int:
+    """Scale words of one raw stage: one 128-row scale tile per 128 rows (a 64-token tile
+    copies the whole tile of its band and reads its half)."""
+    return max(1, tile_tokens // 128) * SCALE_TILE_WORDS
 
 
 @cute.jit
 def copy_x_stage(atom, ptid: Int32, k_tile: Int32, slot: Int32, a_data: cute.Tensor, a_scales: cute.Tensor,
                  row0: Int32, scale_word0: Int32, band_words: Int32, k_words: Int32, live: Int32,
-                 raw: cute.Tensor, raw_scales: cute.Tensor):
+                 raw: cute.Tensor, raw_scales: cute.Tensor, tile_tokens: cutlass.Constexpr):
     """Producer thread ``ptid``: start the cp.async of stage ``k_tile`` into ring ``slot``:
     its chunks ``c = rep·128 + ptid`` (row ``c // 2``, half ``c % 2``) of the tile's
-    ``TOKENS`` packed rows, and (threads ``0 .. 32·BANDS - 1``) the stage's 512-byte scale
-    tiles, one per 128-row band. A band is copied only if it holds a token (``128·band <
+    ``tile_tokens`` packed rows, and (threads ``0 .. 32·bands - 1``) the stage's 512-byte scale
+    tiles, one per 128-row band (a 64-token tile: its band's whole tile). A band is copied only if it holds a token (``128·band <
     live``: always true with 128-token tiles, one band). The rows lie inside the group's
     ``round_up(T, 128)`` quantizer rows (rows beyond T hold its padding)."""
-    for rep in cutlass.range_constexpr(TOKENS * CHUNKS_PER_ROW // PRODUCER_THREADS):
+    for rep in cutlass.range_constexpr(tile_tokens * CHUNKS_PER_ROW // PRODUCER_THREADS):
         if (rep * PRODUCER_THREADS // 256) * 128 < live:
             chunk = rep * PRODUCER_THREADS + ptid
             row = chunk // CHUNKS_PER_ROW
             q = chunk % CHUNKS_PER_ROW
             copy_chunk(atom, a_data, (row0 + row) * k_words + k_tile * WORDS_PER_ROW + q * 4,
-                       raw, slot * RAW_WORDS + chunk * 4)
-    if ptid < BANDS * SCALE_TILE_WORDS // 4:
+                       raw, slot * raw_words(tile_tokens) + chunk * 4)
+    if ptid < raw_scale_words(tile_tokens) // 4:
         band = ptid // (SCALE_TILE_WORDS // 4)
         if band * 128 < live:
             lane = ptid % (SCALE_TILE_WORDS // 4)
             copy_chunk(atom, a_scales, scale_word0 + band * band_words + k_tile * SCALE_TILE_WORDS + lane * 4,
-                       raw_scales, slot * RAW_SCALE_WORDS + band * SCALE_TILE_WORDS + lane * 4)
+                       raw_scales, slot * raw_scale_words(tile_tokens) + band * SCALE_TILE_WORDS + lane * 4)
 
 
 @cute.jit
 def decode_x_stage(ptid: Int32, slot: Int32, raw: cute.Tensor, raw_scale_bytes: cute.Tensor, sx: cute.Tensor,
-                   stage: Int32, live: Int32):
+                   stage: Int32, live: Int32, band_row0: Int32, tile_tokens: cutlass.Constexpr):
     """Producer thread ``ptid``: decode the chunks it copied (``copy_x_stage``) from ring
     ``slot`` into bf16 ``sx[row, :, stage]`` (``e2m1·s·2^-9``; two scale blocks per chunk,
-    read from the swizzled tile: byte ``(r%32)·16 + (r%128 // 32)·4 + block``)."""
-    for rep in cutlass.range_constexpr(TOKENS * CHUNKS_PER_ROW // PRODUCER_THREADS):
+    read from the swizzled tile: byte ``(r%32)·16 + (r%128 // 32)·4 + block`` for row ``r =
+    band_row0 + row`` of its 128-row band; ``band_row0`` is 64 for odd 64-token tiles)."""
+    for rep in cutlass.range_constexpr(tile_tokens * CHUNKS_PER_ROW // PRODUCER_THREADS):
         band = rep * PRODUCER_THREADS // 256  # the 128-row half this repetition's chunks are in
         if band * 128 < live:
             chunk = rep * PRODUCER_THREADS + ptid
             row = chunk // CHUNKS_PER_ROW
             q = chunk % CHUNKS_PER_ROW
-            words = cute.make_tensor(raw.iterator + slot * RAW_WORDS + chunk * 4, cute.make_layout(4)).load()
-            scale_base = (slot * RAW_SCALE_WORDS * 4 + band * SCALE_TILE_WORDS * 4 + (row % 32) * 16
-                          + ((row % 128) // 32) * 4 + q * 2)
+            words = cute.make_tensor(raw.iterator + slot * raw_words(tile_tokens) + chunk * 4,
+                                     cute.make_layout(4)).load()
+            r = row
+            if cutlass.const_expr(tile_tokens < 128):
+                r = band_row0 + row
+            scale_base = (slot * raw_scale_words(tile_tokens) * 4 + band * SCALE_TILE_WORDS * 4 + (r % 32) * 16
+                          + ((r % 128) // 32) * 4 + q * 2)
             decode_chunk(words, raw_scale_bytes, scale_base, cute.local_tile(sx[row, None, stage], (32,), (q,)))
 
 
@@ -150,25 +177,36 @@ def prefill_gemm_kernel(
     gs_a: cute.Tensor,  # (G,) fp32: the global scales the quantizer used
     gs_w: cute.Tensor,  # (G,) fp32
     out: cute.Tensor,  # (T·G·N,) bf16
+    partials: cute.Tensor,  # (splits · tiles · 128 · 256,) fp32 (split_k only)
+    counters: cute.Tensor,  # (tiles,) int32, zero between launches (split_k only)
     tokens: Int32,
     groups: Int32,
     n_out: Int32,
     k: Int32,
     rows_per_group: Int32,
+    splits: Int32,
     sx_layout: cute.ComposedLayout,
     tiled_mma: cute.TiledMma,
+    split_k: cutlass.Constexpr,
+    tile_tokens: cutlass.Constexpr,
 ):
     tidx, _, _ = cute.arch.thread_idx()
-    n_tile, t_tile, g = cute.arch.block_idx()
+    n_tile, t_tile, group_split = cute.arch.block_idx()
+    n_tiles_grid, t_tiles_grid, _ = cute.arch.grid_dim()
+    g = group_split // splits
+    split = group_split % splits
     warpgroup_index = cute.arch.make_warp_uniform(tidx // 128)
-    k_tiles = k // BK
-    live = tokens - t_tile * TOKENS  # tokens of this tile to store (> 0; may exceed TOKENS)
+    k_tiles_total = k // BK
+    k_tiles = k_tiles_total // splits  # this CTA's K stages: kt0 .. kt0 + k_tiles - 1
+    kt0 = split * k_tiles
+    live = tokens - t_tile * tile_tokens  # tokens of this tile to store (> 0; may exceed the tile)
 
     allocator = cutlass.memory.SmemAllocator()
     barriers = allocator.allocate_array(cutlass.Int64, 2 * X_STAGES, byte_alignment=8)
     sx = allocator.allocate_tensor(BFloat16, sx_layout.outer, 1024, swizzle=sx_layout.inner)
-    raw = allocator.allocate_tensor(Uint32, cute.make_layout(RAW_STAGES * RAW_WORDS), 16)
-    raw_scales = allocator.allocate_tensor(Uint32, cute.make_layout(RAW_STAGES * RAW_SCALE_WORDS), 16)
+    raw = allocator.allocate_tensor(Uint32, cute.make_layout(RAW_STAGES * raw_words(tile_tokens)), 16)
+    raw_scales = allocator.allocate_tensor(Uint32, cute.make_layout(RAW_STAGES * raw_scale_words(tile_tokens)), 16)
+    flag = allocator.allocate_tensor(Int32, cute.make_layout(4), 16)
     x_pipeline = pipeline.PipelineAsync.create(
         num_stages=X_STAGES,
         producer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, PRODUCER_THREADS),
@@ -181,15 +219,16 @@ def prefill_gemm_kernel(
         ptid = tidx
         k_words = k // 8
         col_tiles = k // 64  # scale tiles per 128-row band
-        row0 = g * rows_per_group + t_tile * TOKENS
+        row0 = g * rows_per_group + t_tile * tile_tokens
+        band_row0 = (t_tile * tile_tokens) % 128  # rows_per_group is a multiple of 128
         band_words = col_tiles * SCALE_TILE_WORDS
         scale_word0 = (row0 // 128) * band_words
         raw_scale_bytes = cute.recast_tensor(raw_scales, Uint8)
         atom = async_copy_atom()
         for s in cutlass.range_constexpr(RAW_STAGES - 1):
             if s < k_tiles:
-                copy_x_stage(atom, ptid, Int32(s), Int32(s), a_data, a_scales, row0, scale_word0, band_words, k_words,
-                             live, raw, raw_scales)
+                copy_x_stage(atom, ptid, kt0 + s, Int32(s), a_data, a_scales, row0, scale_word0, band_words, k_words,
+                             live, raw, raw_scales, tile_tokens)
             cute.arch.cp_async_commit_group()
         state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, X_STAGES)
         for k_tile in range(k_tiles):
@@ -199,11 +238,12 @@ def prefill_gemm_kernel(
             cute.arch.barrier(barrier_id=PRODUCER_BARRIER, number_of_threads=PRODUCER_THREADS)
             upcoming = k_tile + RAW_STAGES - 1
             if upcoming < k_tiles:
-                copy_x_stage(atom, ptid, upcoming, upcoming % RAW_STAGES, a_data, a_scales, row0, scale_word0,
-                             band_words, k_words, live, raw, raw_scales)
+                copy_x_stage(atom, ptid, kt0 + upcoming, upcoming % RAW_STAGES, a_data, a_scales, row0, scale_word0,
+                             band_words, k_words, live, raw, raw_scales, tile_tokens)
             cute.arch.cp_async_commit_group()
             x_pipeline.producer_acquire(state)
-            decode_x_stage(ptid, k_tile % RAW_STAGES, raw, raw_scale_bytes, sx, state.index, live)
+            decode_x_stage(ptid, k_tile % RAW_STAGES, raw, raw_scale_bytes, sx, state.index, live, band_row0,
+                           tile_tokens)
             cute.arch.fence_proxy("async.shared", space="cta")  # generic-proxy stores -> wgmma reads
             x_pipeline.producer_commit(state)
             state.advance()
@@ -213,12 +253,13 @@ def prefill_gemm_kernel(
         warp = ctid // 32  # 0..7: m-tile of 16 channels within each 128-channel block
         lane = ctid % 32
         m_tiles_total = n_out // 16
-        tile_bases = [(g * m_tiles_total + n_tile * (CHANNELS // 16) + j * 8 + warp) * k_tiles for j in range(M_BLOCKS)]
+        tile_bases = [(g * m_tiles_total + n_tile * (CHANNELS // 16) + j * 8 + warp) * k_tiles_total + kt0
+                      for j in range(M_BLOCKS)]
 
         thr_mma = tiled_mma.get_slice(ctid)
         tCrB = tiled_mma.make_fragment_B(thr_mma.partition_B(sx))
-        coords = thr_mma.partition_C(cute.make_identity_tensor((128, TOKENS)))
-        accumulators = [cute.make_rmem_tensor(tiled_mma.partition_shape_C((128, TOKENS)), Float32)
+        coords = thr_mma.partition_C(cute.make_identity_tensor((128, tile_tokens)))
+        accumulators = [cute.make_rmem_tensor(tiled_mma.partition_shape_C((128, tile_tokens)), Float32)
                         for _ in range(M_BLOCKS)]
         for acc in accumulators:
             acc.fill(0.0)
@@ -275,13 +316,76 @@ def prefill_gemm_kernel(
 
         alpha = (gs_a[g] * gs_w[g]) * Float32(ALPHA_POST)
         row_stride = groups * n_out
-        t0 = t_tile * TOKENS
-        for j in cutlass.range_constexpr(M_BLOCKS):
-            base = g * n_out + n_tile * CHANNELS + j * 128
-            for i in cutlass.range(cute.size(accumulators[j]), unroll_full=True):
-                channel, t = coords[i]
-                if t < live:
-                    out[(t0 + t) * row_stride + base + channel] = (accumulators[j][i] * alpha).to(BFloat16)
+        t0 = t_tile * tile_tokens
+        if cutlass.const_expr(split_k):
+            tile = (g * t_tiles_grid + t_tile) * n_tiles_grid + n_tile
+            store_partials(accumulators, partials, (split * (n_tiles_grid * t_tiles_grid * groups) + tile), ctid)
+            cute.arch.fence_acq_rel_gpu()  # this thread's partials are visible before the count
+            cute.arch.barrier(barrier_id=CONSUMER_BARRIER, number_of_threads=CONSUMER_THREADS)
+            if ctid == 0:
+                flag[0] = cute.arch.atomic_add((counters.iterator + tile).llvm_ptr, Int32(1), sem="acq_rel",
+                                               scope="gpu")
+            cute.arch.barrier(barrier_id=CONSUMER_BARRIER, number_of_threads=CONSUMER_THREADS)
+            if flag[0] == splits - 1:  # the last CTA of this tile: add the splits in order
+                cute.arch.fence_acq_rel_gpu()
+                add_partials(accumulators, partials, tile, n_tiles_grid * t_tiles_grid * groups, splits, ctid)
+                store_tile(accumulators, coords, out, alpha, live, t0, row_stride,
+                           g * n_out + n_tile * CHANNELS)
+                if ctid == 0:
+                    counters[tile] = Int32(0)
+        else:
+            store_tile(accumulators, coords, out, alpha, live, t0, row_stride, g * n_out + n_tile * CHANNELS)
+
+
+@cute.jit
+def store_tile(accumulators, coords: cute.Tensor, out: cute.Tensor, alpha: Float32, live: Int32, t0: Int32,
+               row_stride: Int32, base0: Int32):
+    """The epilogue: ``z = bf16(acc · gs_x·gs_w·2^18)`` for the tile's tokens < ``live``."""
+    for j in cutlass.range_constexpr(M_BLOCKS):
+        base = base0 + j * 128
+        for i in cutlass.range(cute.size(accumulators[j]), unroll_full=True):
+            channel, t = coords[i]
+            if t < live:
+                out[(t0 + t) * row_stride + base + channel] = (accumulators[j][i] * alpha).to(BFloat16)
+
+
+@cute.jit
+def store_partials(accumulators, partials: cute.Tensor, slab: Int32, ctid: Int32):
+    """Consumer thread ``ctid``'s accumulators -> slab ``slab`` of ``partials``: element
+    ``e`` (block-major) at ``(slab · E/4 + e/4) · 256 + ctid`` as 4 floats (E = elements per
+    thread): a warp's 16-byte stores are contiguous."""
+    per_block = cute.size(accumulators[0])
+    quads = M_BLOCKS * per_block // 4
+    for j in cutlass.range_constexpr(M_BLOCKS):
+        for q in cutlass.range_constexpr(per_block // 4):
+            vector = cute.make_rmem_tensor((4,), Float32)
+            for e in cutlass.range_constexpr(4):
+                vector[e] = accumulators[j][q * 4 + e]
+            index = ((slab * quads + j * (per_block // 4) + q) * CONSUMER_THREADS + ctid) * 4
+            vector_at(partials, index, 4).store(vector.load())
+
+
+@cute.jit
+def add_partials(accumulators, partials: cute.Tensor, tile: Int32, tiles: Int32, splits: Int32, ctid: Int32):
+    """``accumulators := Σ_s partials[slab s·tiles + tile]`` in split order 0, 1, … . Per
+    128-channel block, the loads of one split for all its elements are issued together (16
+    independent 16-byte loads per thread), so the reduction waits ``2 · splits`` memory
+    latencies, not one per element quad."""
+    per_block = cute.size(accumulators[0])
+    quads = M_BLOCKS * per_block // 4
+    slab = tiles * quads * CONSUMER_THREADS * 4  # floats per split
+    for j in cutlass.range_constexpr(M_BLOCKS):
+        for q in cutlass.range_constexpr(per_block // 4):
+            first = vector_at(partials, ((tile * quads + j * (per_block // 4) + q) * CONSUMER_THREADS + ctid) * 4,
+                              4).load()
+            for e in cutlass.range_constexpr(4):
+                accumulators[j][q * 4 + e] = first[e]
+        for s in cutlass.range(1, splits):
+            for q in cutlass.range_constexpr(per_block // 4):
+                index = ((tile * quads + j * (per_block // 4) + q) * CONSUMER_THREADS + ctid) * 4 + s * slab
+                term = vector_at(partials, index, 4).load()
+                for e in cutlass.range_constexpr(4):
+                    accumulators[j][q * 4 + e] = accumulators[j][q * 4 + e] + term[e]
 
 
 @cute.jit
@@ -293,12 +397,17 @@ def prefill_gemm(
     gs_a_ptr: cute.Pointer,
     gs_w_ptr: cute.Pointer,
     out_ptr: cute.Pointer,
+    partials_ptr: cute.Pointer,
+    counters_ptr: cute.Pointer,
     tokens: Int32,
     groups: Int32,
     n_out: Int32,
     k: Int32,
     rows_per_group: Int32,
+    splits: Int32,
     stream: cuda.CUstream,
+    split_k: cutlass.Constexpr,
+    tile_tokens: cutlass.Constexpr,
 ):
     """Host entry (``kernels.launch.prefill_gemm`` passes the tensors behind the pointers)."""
     col_tiles = k // 64
@@ -309,15 +418,18 @@ def prefill_gemm(
     gs_a = cute.make_tensor(gs_a_ptr, cute.make_layout(groups))
     gs_w = cute.make_tensor(gs_w_ptr, cute.make_layout(groups))
     out = cute.make_tensor(out_ptr, cute.make_layout(tokens * groups * n_out))
+    tiles = (n_out // CHANNELS) * ((tokens + tile_tokens - 1) // tile_tokens) * groups
+    partials = cute.make_tensor(partials_ptr, cute.make_layout(splits * tiles * CHANNELS * tile_tokens))
+    counters = cute.make_tensor(counters_ptr, cute.make_layout(tiles))
 
     tiled_mma = sm90_utils.make_trivial_tiled_mma(
-        BFloat16, BFloat16, OperandMajorMode.K, OperandMajorMode.K, Float32, (2, 1, 1), (64, TOKENS),
+        BFloat16, BFloat16, OperandMajorMode.K, OperandMajorMode.K, Float32, (2, 1, 1), (64, tile_tokens),
         a_source=warpgroup.OperandSource.RMEM,
     )
-    sx_layout = sm90_utils.make_smem_layout_b(LayoutEnum.ROW_MAJOR, (128, TOKENS, BK), BFloat16, X_STAGES)
-    smem_bytes = (cute.cosize(sx_layout) * 2 + RAW_STAGES * (RAW_WORDS + RAW_SCALE_WORDS) * 4
-                  + 2 * X_STAGES * 8 + 2048)
-    prefill_gemm_kernel(a_data, a_scales, words, scales, gs_a, gs_w, out, tokens, groups, n_out, k, rows_per_group,
-                        sx_layout, tiled_mma).launch(
-        grid=[n_out // CHANNELS, (tokens + TOKENS - 1) // TOKENS, groups], block=[THREADS, 1, 1], smem=smem_bytes,
+    sx_layout = sm90_utils.make_smem_layout_b(LayoutEnum.ROW_MAJOR, (128, tile_tokens, BK), BFloat16, X_STAGES)
+    smem_bytes = (cute.cosize(sx_layout) * 2 + RAW_STAGES * (raw_words(tile_tokens) + raw_scale_words(tile_tokens)) * 4
+                  + 2 * X_STAGES * 8 + 64 + 2048)
+    prefill_gemm_kernel(a_data, a_scales, words, scales, gs_a, gs_w, out, partials, counters, tokens, groups, n_out, k,
+                        rows_per_group, splits, sx_layout, tiled_mma, split_k, tile_tokens).launch(
+        grid=[n_out // CHANNELS, (tokens + tile_tokens - 1) // tile_tokens, groups * splits], block=[THREADS, 1, 1], smem=smem_bytes,
         stream=stream, min_blocks_per_mp=1)

@@ -55,24 +55,28 @@ def check_gemm(tokens: int, groups: int, k: int, n: int) -> None:
 
 
 def check_prefill() -> None:
-    """The warp-specialized prefill GEMM at any T (``launch.prefill_selected`` forced): K = 192
-    (an odd number of 64-K stages), N = 768 (several channel tiles), T across the token tiles."""
-    w = torch.randn(2, 192, 768, device="cuda").to(torch.bfloat16)
-    layers = [Nvfp4GroupedLinear(2, 3, 64, 768, max_num_tokens=300, device="cuda", backend=backend)
-              for backend in ("cutedsl", "reference")]
-    for layer in layers:
-        layer.set_bf16_weight(w)
-        layer.finalize_weights()
-    selected = launch.prefill_selected
-    launch.prefill_selected = lambda *args: True
-    try:
-        for tokens in (17, 128, 256, 300):
-            o = torch.randn(tokens, 6, 64, device="cuda").to(torch.bfloat16)
-            got, want = layers[0](o).float(), layers[1](o).float()
-            error = ((got - want).norm() / want.norm()).item()
-            assert error < 2e-3, ("prefill", tokens, error)
-    finally:
-        launch.prefill_selected = selected
+    """The warp-specialized prefill GEMM above the decode range: K = 192 (an odd number of
+    64-K stages: one split), N = 768 (several channel tiles), T across the token tiles; then
+    K = 512 with 1, 2, 4 and 8 K splits (``launch.prefill_splits`` forced)."""
+    for heads, splits_tried in ((3, (1,)), (8, (1, 2, 4, 8))):
+        w = torch.randn(2, heads * 64, 768, device="cuda").to(torch.bfloat16)
+        layers = [Nvfp4GroupedLinear(2, heads, 64, 768, max_num_tokens=300, device="cuda", backend=backend)
+                  for backend in ("cutedsl", "reference")]
+        for layer in layers:
+            layer.set_bf16_weight(w)
+            layer.finalize_weights()
+        chosen = launch.prefill_splits
+        try:
+            for splits in splits_tried:
+                launch.prefill_splits = lambda *args, splits=splits: splits
+                for tokens in (33, 128, 256, 300):
+                    assert launch.prefill_selected(tokens, 2, heads * 64, 768, 132)
+                    o = torch.randn(tokens, 2 * heads, 64, device="cuda").to(torch.bfloat16)
+                    got, want = layers[0](o).float(), layers[1](o).float()
+                    error = ((got - want).norm() / want.norm()).item()
+                    assert error < 2e-3, ("prefill", heads * 64, splits, tokens, error)
+        finally:
+            launch.prefill_splits = chosen
 
 
 def main() -> int:

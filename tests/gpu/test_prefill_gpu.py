@@ -52,7 +52,8 @@ def force_prefill(monkeypatch) -> list:
     calls = []
     real = launch.prefill_gemm
     monkeypatch.setattr(launch, "prefill_selected", lambda *args: True)
-    monkeypatch.setattr(launch, "prefill_gemm", lambda *args: (calls.append(args[-1].shape), real(*args))[1])
+    monkeypatch.setattr(launch, "prefill_gemm",
+                        lambda *args, **kwargs: (calls.append(args[6].shape), real(*args, **kwargs))[1])
     return calls
 
 
@@ -102,9 +103,61 @@ def test_prefill_forward_at_8192_tokens_matches_the_reference_layer():
     assert_within_summation_order(layers["cutedsl"](o).clone(), layers["reference"](o).clone())
 
 
-def test_prefill_forward_replays_in_a_cuda_graph_with_new_inputs(monkeypatch):
+def quantized_operands(groups: int, k: int, n: int, tokens: int, seed: int = 0):
+    """x quantized by the quantizer kernel and weights in the decode layout, for calling
+    ``launch.prefill_gemm`` directly; returns ``(args, reference z)``."""
+    layers = layers_for(groups, k, n, "per_group", "static", max_tokens=tokens)
+    layer = layers["cutedsl"]
+    x = activations(tokens, groups, k, seed=seed).to(CUDA)
+    rows_p = round_up(tokens, ROW_TILE)
+    a_data = torch.zeros(groups * rows_p, k // 2, dtype=torch.uint8, device=CUDA)
+    a_scales = torch.zeros(groups * rows_p, k // 16, dtype=torch.uint8, device=CUDA)
+    used = torch.empty(groups, device=CUDA)
+    launch.quantize_activations(x, layer.activation_global_scale, a_data, a_scales, used, dynamic=False, shared=False)
+    reference = layers["reference"](x.view(tokens, groups * k // 512, 512)).clone()
+    args = (a_data, a_scales, *layer._decode_weights, used, layer.weight_q.global_scale)
+    return args, reference
+
+
+@pytest.mark.parametrize("tokens", [40, 128, 300])
+def test_prefill_split_k_matches_the_reference_at_every_split_and_is_deterministic(tokens):
+    """Each split count (K/64 = 64 stages: 1 … 16 splits of at least 4) with 64- and 128-token tiles
+    (64-token tiles at T = 300: odd tiles read the second half of their 128-row scale band) against
+    the reference layer (2 bf16 ulps), twice bit for bit (the reduction adds the splits in order,
+    whichever CTA is last), and the counters are left at zero for the next launch."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    groups, k, n = 8, 4096, 1024
+    args, reference = quantized_operands(groups, k, n, tokens, seed=tokens)
+    counters = launch.prefill_counters(tokens, groups, n, CUDA)
+    for tile in prefill_kernel.TILE_TOKENS:
+        for splits in (1, 2, 4, 8, 16):
+            z = torch.full((tokens, groups, n), float("nan"), dtype=torch.bfloat16, device=CUDA)
+            launch.prefill_gemm(*args, z, counters, splits=splits, tile_tokens=tile)
+            assert_within_summation_order(z, reference)
+            again = torch.empty_like(z)
+            launch.prefill_gemm(*args, again, counters, splits=splits, tile_tokens=tile)
+            assert torch.equal(z.view(torch.int16), again.view(torch.int16)), f"{tile}, {splits}: not deterministic"
+            assert int(counters.abs().sum()) == 0, f"tile {tile}, splits={splits}: counters not reset"
+
+
+def test_prefill_split_k_rejects_bad_splits_and_missing_counters():
+    groups, k, n, tokens = 2, 512, 256, 64
+    args, _ = quantized_operands(groups, k, n, tokens)
+    z = torch.empty(tokens, groups, n, dtype=torch.bfloat16, device=CUDA)
+    with pytest.raises(ValueError, match="splits=3 must be a positive divisor of K/64 = 8"):
+        launch.prefill_gemm(*args, z, launch.prefill_counters(tokens, groups, n, CUDA), splits=3)
+    with pytest.raises(ValueError, match="split K needs counters"):
+        launch.prefill_gemm(*args, z, None, splits=2)
+    with pytest.raises(ValueError, match="at least 2 elements"):
+        launch.prefill_gemm(*args, z, torch.zeros(1, dtype=torch.int32, device=CUDA), splits=2)
+    with pytest.raises(ValueError, match="tile_tokens=32 must be one of"):
+        launch.prefill_gemm(*args, z, None, splits=1, tile_tokens=32)
+
+
+@pytest.mark.parametrize("tokens", [64, 300])  # split K (2 and 4 splits on 132 SMs)
+def test_prefill_forward_replays_in_a_cuda_graph_with_new_inputs(tokens, monkeypatch):
     calls = force_prefill(monkeypatch)
-    groups, k, n, tokens = 8, 4096, 1024, 300
+    groups, k, n = 8, 4096, 1024
     layers = layers_for(groups, k, n, "per_group", "dynamic", max_tokens=tokens)
     assert_replays_with_new_inputs(layers["cutedsl"], layers["reference"], tokens, groups, k, seeds=range(70, 73))
     assert calls, "the layer did not run the prefill kernel"
