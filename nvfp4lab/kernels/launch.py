@@ -224,9 +224,15 @@ def decode_counters(groups: int, n: int, device) -> torch.Tensor:
     return torch.zeros(groups * -(-n // decode_kernel.CHANNELS_PER_CTA), dtype=torch.int32, device=device)
 
 
+#: The largest T the decode kernel takes (at most ``decode_gemm.MAX_TOKENS``); above it the
+#: quantizer + prefill kernel. Env ``NVFP4LAB_DECODE_MAX_TOKENS`` for measuring the crossover.
+DECODE_MAX_TOKENS = min(int(os.environ.get("NVFP4LAB_DECODE_MAX_TOKENS", decode_kernel.MAX_TOKENS)),
+                        decode_kernel.MAX_TOKENS)
+
+
 def decode_supported(tokens: int, groups: int, k: int, n: int, sms: int = 132) -> bool:
     """Whether the one-launch decode forward takes this shape (else the quantizer + GEMM)."""
-    return (0 < tokens <= decode_kernel.MAX_TOKENS and k % decode_kernel.K_CHUNK == 0 and n % 16 == 0
+    return (0 < tokens <= DECODE_MAX_TOKENS and k % decode_kernel.K_CHUNK == 0 and n % 16 == 0
             and decode_splits(groups, n, k, sms, tokens) is not None)
 
 
@@ -337,7 +343,7 @@ def prefill_splits(tokens: int, groups: int, k: int, n: int, sms: int) -> int:
 def prefill_selected(tokens: int, groups: int, k: int, n: int, sms: int) -> bool:
     """Whether the forward of ``tokens`` tokens runs its GEMM on the prefill kernel: above the
     decode kernel's range, when its tiles take the shape."""
-    return tokens > decode_kernel.MAX_TOKENS and prefill_supported(groups, k, n)
+    return tokens > DECODE_MAX_TOKENS and prefill_supported(groups, k, n)
 
 
 def prefill_counters(max_tokens: int, groups: int, n: int, device) -> torch.Tensor:
