@@ -344,14 +344,15 @@ def main(argv=None) -> int:
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes]
     results = {}
     points = [(s, t) for s in shapes for t in args.tokens]
-    for (g, k, n), t in tqdm(points, desc="benchmark"):
-        results[f"{g},{k},{n} T={t}"] = bench_point(Problem(g, k, n, t))
-        torch.cuda.empty_cache()
     args.out.mkdir(parents=True, exist_ok=True)
     stem = card.replace(" ", "_")
     meta = run_meta(card, FP8_CAST.mode if FP8_CAST else None)
-    (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    (args.out / f"{stem}.md").write_text(markdown(card, results, meta["fp8_blockwise_cast"]))
+    for (g, k, n), t in tqdm(points, desc="benchmark"):
+        results[f"{g},{k},{n} T={t}"] = bench_point(Problem(g, k, n, t))
+        torch.cuda.empty_cache()
+        # written after every point: an interrupted run keeps what it measured
+        (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+        (args.out / f"{stem}.md").write_text(markdown(card, results, meta["fp8_blockwise_cast"]))
     print(markdown(card, results, meta["fp8_blockwise_cast"]))
     return 0
 
