@@ -68,7 +68,7 @@ def main() -> int:
         ratio.setdefault(t, []).append(us["fused"] / us["mma_sync"])
     gain = {t: math.exp(sum(map(math.log, r)) / len(r)) for t, r in ratio.items()}
     lines = [f"# Decode forward paths on {card}", "",
-             "µs per call (CUDA-graph replay, weights rotated beyond L2, static per-group scales); "
+             "µs per call (CUDA-graph replay, weights rotated beyond L2; static per-group scales except the dyn columns); "
              "written by `scripts/decode_paths.py`.", "",
              "| G,K,N | T | " + " | ".join(PATHS) + " | fastest (static) |", "|---|---|" + "---|" * (len(PATHS) + 1), *rows, "",
              "fused / mma_sync (geometric mean over the shapes): "
