@@ -2,8 +2,7 @@
 K splits the warp-specialized prefill kernel should take there.
 
 Times, in one run on one card (CUDA graphs, weights rotated beyond L2, as ``nvfp4lab.bench``),
-per shape and T: torch.bmm in bf16, the quantizer (as selected, and with 64-element row slices or
-one 16-element block per thread: ``launch.quantizer_packs_rows``), the 128 × 128 wgmma grouped GEMM
+per shape and T: torch.bmm in bf16, the quantizer, the 128 × 128 wgmma grouped GEMM
 (``launch.grouped_gemm``, its own split K) and the prefill kernel (``launch.prefill_gemm``) at
 every split count 1, 2, 4, … (K/64 divisible, at least ``launch.PREFILL_MIN_K_TILES`` stages per
 split) on already-quantized activations; for T <= 32 also the decode kernel's one-launch forward.
@@ -49,9 +48,6 @@ def time_point(groups: int, k: int, n: int, tokens: int) -> dict:
     p.quantize()
     row = {"bf16": time_graph(lambda i: torch.bmm(xg, w_bf16[i], out=out_bf16), len(w_bf16))}
     row["quantizer"] = time_graph(lambda i: p.quantize(), 1)
-    for packed in (True, False):
-        row[f"quantizer packed={packed}"] = time_graph(lambda i: launch.quantize_activations(
-            p.x, p.gs_a, p.data, p.scales, p.used, dynamic=False, shared=False, packed_rows=packed), 1)
     row["wgmma_gemm"] = time_graph(lambda i: p.grouped_gemm(*mats[i][:2]), copies)
     counters = launch.prefill_counters(tokens, groups, n, "cuda")
     for s in split_counts(k):
@@ -89,7 +85,7 @@ def main(argv=None) -> int:
              "prefill kernel with 128-token tiles and s K splits, `64-token tiles` its best split count with 64-token "
              "tiles (T <= 128); tiles = 128-token tiles; * marks what `launch.prefill_tile_tokens` and "
              "`launch.prefill_splits` pick; forward = quantizer + GEMM; ratios are bf16 time / time.", "",
-             f"| G, K, N | T | tiles | bf16 | quantizer (64 / 16 per thread) | decode | wgmma GEMM | {split_names} | 64-token tiles (splits) "
+             f"| G, K, N | T | tiles | bf16 | quantizer | decode | wgmma GEMM | {split_names} | 64-token tiles (splits) "
              "| wgmma fwd vs bf16 | picked prefill fwd vs bf16 | best prefill fwd vs bf16 |",
              "|---|---|---|---|---|---|---|" + "---|" * len(SPLITS) + "---|---|---|---|"]
     points = [(s, t) for s in SHAPES for t in args.tokens]
@@ -109,7 +105,6 @@ def main(argv=None) -> int:
         decode = "–" if r["decode"] is None else f"{r['decode']:.1f}"
         lines.append(
             f"| {g},{k},{n} | {t} | {launch.prefill_tiles(t, g, n, 128)} | {r['bf16']:.1f} | {r['quantizer']:.1f} "
-            f"({r['quantizer packed=True']:.1f} / {r['quantizer packed=False']:.1f}) "
             f"| {decode} | {r['wgmma_gemm']:.1f} | " + " | ".join(cells) + f" | {small}"
             + f" | {r['bf16'] / (r['wgmma_gemm'] + r['quantizer']):.2f} | {r['bf16'] / (picked_us + r['quantizer']):.2f} "
             f"| {r['bf16'] / (best + r['quantizer']):.2f} |")

@@ -244,18 +244,6 @@ def group_amax(x: torch.Tensor, amax_bits: torch.Tensor) -> None:
     compile_group_amax()(*_amax_args(x, amax_bits), Int32(tokens), Int32(groups), Int32(k // 16), stream_of(x.device))
 
 
-#: The quantizer runs one thread per 16-element block (instead of per 64-element row slice)
-#: up to this many elements: four times the threads, a quarter of the serial work each, for
-#: calls too small to fill the card otherwise (T·G·K/64 threads are a few waves at most).
-QUANTIZER_ONE_BLOCK_MAX_ELEMENTS = int(os.environ.get("NVFP4LAB_QUANTIZER_ONE_BLOCK_MAX_ELEMENTS", 1 << 22))
-
-
-def quantizer_packs_rows(tokens: int, groups: int, k: int) -> bool:
-    """Whether the quantizer takes 64-element row slices per thread (K % 64 == 0 and the call
-    is large enough), else one 16-element block per thread."""
-    return k % 64 == 0 and tokens * groups * k > QUANTIZER_ONE_BLOCK_MAX_ELEMENTS
-
-
 def quantize_activations(
     x: torch.Tensor,
     scale_source: torch.Tensor,
@@ -265,23 +253,16 @@ def quantize_activations(
     *,
     dynamic: bool,
     shared: bool,
-    packed_rows: bool | None = None,
 ) -> None:
     """Quantize ``x (T, G, K)`` bf16 into ``data (G·Mp, K/2)`` uint8 and ``scales
     (G·Mp, round_up(K/16,4))`` uint8 (swizzled), with ``Mp = round_up(T, 128)``.
 
     ``scale_source (G,)`` float32 holds the static global scales or (``dynamic``) the
     per-group amaxes; ``used_scale (G,)`` receives the global scale each group used.
-    ``packed_rows`` (default :func:`quantizer_packs_rows`): 64-element row slices per thread
-    (needs K % 64 == 0) or one block per thread; the bytes are the same.
     """
     tokens, groups, k = x.shape
     rows_per_group = data.shape[0] // groups
-    if packed_rows is None:
-        packed_rows = quantizer_packs_rows(tokens, groups, k)
-    if packed_rows and k % 64:
-        raise ValueError(f"packed_rows needs K % 64 == 0, got K={k}")
-    compile_quantize_activations(dynamic, shared, packed_rows)(
+    compile_quantize_activations(dynamic, shared, k % 64 == 0)(
         *_quantize_args(x, scale_source, data, scales, used_scale),
         Int32(tokens), Int32(groups), Int32(k // 16), Int32(rows_per_group), stream_of(x.device),
     )

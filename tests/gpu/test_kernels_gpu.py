@@ -70,28 +70,6 @@ def test_quantizer_bytes_equal_the_reference(tokens, groups, k, mode):
     assert torch.equal(scales.cpu(), ref_scales), f"{(scales.cpu() != ref_scales).sum()} scale bytes differ"
 
 
-@pytest.mark.parametrize("tokens", [1, 33, 1000])
-def test_quantizer_bytes_are_the_same_with_row_slices_or_one_block_per_thread(tokens):
-    """``packed_rows`` only changes how the work is spread over threads: the same bytes both
-    ways (and the default picks one block per thread for small calls, row slices for large)."""
-    groups, k = 8, 4096
-    x = activations(tokens, groups, k, seed=tokens)
-    source = torch.logspace(-2, -6, groups, device=CUDA)
-    outputs = []
-    for packed in (True, False):
-        data = torch.full((groups * round_up(tokens, ROW_TILE), k // 2), 0xAB, dtype=torch.uint8, device=CUDA)
-        scales = torch.full((groups * round_up(tokens, ROW_TILE), k // 16), 0xCD, dtype=torch.uint8, device=CUDA)
-        used = torch.empty(groups, device=CUDA)
-        launch.quantize_activations(x, source, data, scales, used, dynamic=False, shared=False, packed_rows=packed)
-        outputs.append((data, scales, used))
-    for a, b in zip(*outputs):
-        assert torch.equal(a, b)
-    assert launch.quantizer_packs_rows(1000, groups, k) and not launch.quantizer_packs_rows(1, groups, k)
-    with pytest.raises(ValueError, match="packed_rows needs K % 64 == 0"):
-        launch.quantize_activations(x[:, :, :96].contiguous(), source, data, scales, used, dynamic=False,
-                                    shared=False, packed_rows=True)
-
-
 def test_quantizer_edge_magnitudes_bytes_equal():
     x = torch.zeros(5, 2, 64)
     x[0, 0] = torch.tensor([2.0**-133, 1e-38, 3e38, -3e38] * 16)[:64]
