@@ -209,9 +209,11 @@ def decode_splits(groups: int, n: int, k: int, sms: int, tokens: int = 1) -> int
 
 #: Dynamic scales: the decode kernel computes the amax itself (each CTA over the elements its
 #: scale covers: ``T·K``, or ``T·G·K`` when shared) up to this many elements, instead of the
-#: amax launch and its zeroing. Measured on the H100 (``bench/results/NVIDIA_H100_80GB_HBM3_decode_paths.md``):
-#: 1.0–2.3 µs faster at 8192–32768 elements, equal or slower at 65536 and beyond.
-FUSED_AMAX_MAX_ELEMENTS = int(os.environ.get("NVFP4LAB_FUSED_AMAX_MAX_ELEMENTS", 32768))
+#: amax launch and its zeroing. Timed on the H100 (``bench/results/NVIDIA_H100_80GB_HBM3_decode_amax.md``:
+#: 1.0–2.3 µs faster at 8192–32768 elements, equal or slower from 65536), but its bit-equality
+#: GPU test (``test_fused_amax_gives_the_amax_launchs_output_bit_for_bit``) has not run yet: 0
+#: (off) until it has; then 32768 is the measured threshold. Env ``NVFP4LAB_FUSED_AMAX_MAX_ELEMENTS``.
+FUSED_AMAX_MAX_ELEMENTS = int(os.environ.get("NVFP4LAB_FUSED_AMAX_MAX_ELEMENTS", 0))
 
 
 def decode_fuses_amax(tokens: int, groups: int, k: int, shared: bool) -> bool:
@@ -299,11 +301,14 @@ def grouped_gemm(mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out, *, to
 
 
 #: Where the forward's GEMM is the warp-specialized prefill kernel (``prefill_gemm``, 256
-#: channels × 128 tokens per CTA, one CTA per SM): every T above the decode kernel's range
-#: whose shape its tiles take. Below about one wave of CTAs it splits K (``prefill_splits``).
-#: Measured on the H100 for the three benchmark shapes at T = 33..1024
-#: (``bench/results/NVIDIA_H100_80GB_HBM3_prefill_splits.md``).
-PREFILL_FILL = float(os.environ.get("NVFP4LAB_PREFILL_FILL", 0.9))  # experiments may override it
+#: channels × 64 or 128 tokens per CTA, one CTA per SM): every T above the decode kernel's
+#: range whose shape its tiles take. Below a wave of tiles it splits K (``prefill_splits``):
+#: as many splits as keep the grid within ``PREFILL_WAVE`` × SMs CTAs. Measured on the H100 for
+#: the three benchmark shapes at T = 32..1024 (``bench/results/NVIDIA_H100_80GB_HBM3_prefill_splits_first.md``):
+#: the best split count at 16 of the 18 (shape, T) points with 128-token tiles (the other two
+#: within 1 % and 7 %) and at all nine with 64-token tiles; a second wave (e.g. 2 splits of 96
+#: tiles) costs more than the split saves.
+PREFILL_WAVE = float(os.environ.get("NVFP4LAB_PREFILL_WAVE", 1.0))  # experiments may override it
 PREFILL_MIN_K_TILES = 8  # 64-K stages per split at least: the pipeline's prologue and epilogue amortized
 
 
@@ -329,12 +334,12 @@ def prefill_tiles(tokens: int, groups: int, n: int, tile_tokens: int | None = No
 
 
 def prefill_splits(tokens: int, groups: int, k: int, n: int, sms: int) -> int:
-    """K splits (a power of two dividing K/64) of the prefill kernel: the fewest that make
-    ``tiles · splits`` at least ``PREFILL_FILL · sms`` CTAs, each split keeping at least
-    ``PREFILL_MIN_K_TILES`` stages of 64."""
+    """K splits (a power of two dividing K/64) of the prefill kernel: the most that keep
+    ``tiles · splits`` within ``PREFILL_WAVE · sms`` CTAs (one wave), each split keeping at
+    least ``PREFILL_MIN_K_TILES`` stages of 64."""
     tiles, k_tiles = prefill_tiles(tokens, groups, n), k // prefill_kernel.BK
     splits = 1
-    while (tiles * splits < PREFILL_FILL * sms and k_tiles % (2 * splits) == 0
+    while (tiles * splits * 2 <= PREFILL_WAVE * sms and k_tiles % (2 * splits) == 0
            and k_tiles // (2 * splits) >= PREFILL_MIN_K_TILES):
         splits *= 2
     return splits

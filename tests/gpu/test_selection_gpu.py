@@ -39,7 +39,6 @@ def expected_kernels(tokens: int, dynamic: bool) -> list[str]:
     assert launch.decode_supported(tokens, GROUPS, K, N, launch.multiprocessors(0)) == (tokens <= 32)
     if tokens <= 32:
         if launch.decode_fuses_amax(tokens, GROUPS, K, shared=False):  # the prologue finds the amax
-            assert tokens <= 8
             amax = []
         return amax + ["decode_forward_kernel"]
     assert launch.prefill_selected(tokens, GROUPS, K, N, launch.multiprocessors(0))
