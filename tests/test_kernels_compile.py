@@ -141,6 +141,23 @@ def test_decode_forward_streams_weights_to_registers_and_decodes_in_few_integer_
     assert not any(op.startswith(("fma.rn.ftz", "mul.ftz", "div.approx", "div.full")) for op in ops)
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_fused_amax_adds_a_cta_reduction_and_nothing_to_the_main_loop(shared):
+    """The decode kernel with ``fused_amax``: the amax is a CTA reduction (warp shuffles with the
+    NaN-propagating max, one more CTA barrier, the dynamic scale's division) over 32-byte loads of
+    x, no global atomic; the MMAs, weight loads and decode are the other variant's."""
+    fused = instructions(launch.compile_decode_forward(2, True, shared, True, False, True, keep_ptx=True))
+    launched = instructions(launch.compile_decode_forward(2, True, shared, True, False, False, keep_ptx=True))
+    assert fused["shfl.sync.bfly.b32"] >= 5 and launched["shfl.sync.bfly.b32"] == 0
+    assert fused["bar.sync"] == launched["bar.sync"] + 1
+    assert fused["atom.global.max.s32"] == 0 and fused["atom.global.acq_rel.add.u32"] == 1  # only split K's count
+    assert fused["div.rn.f32"] == launched["div.rn.f32"]  # amax / 2688 and 1 / gs, as with the launched amax
+    assert fused["ld.global.v4.b32"] == launched["ld.global.v4.b32"] + 2  # one 16-element block of x per item
+    for op in ("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32", "ld.global.v2.b32", "mul.rn.bf16x2",
+               "cvt.rn.satfinite.e4m3x2.f32"):
+        assert fused[op] == launched[op], op
+
+
 def test_decode_splits_give_about_two_ctas_per_sm_within_the_shared_memory_slice():
     assert launch.decode_splits(8, 1024, 4096, sms=132) == 8  # 32 CTAs × 8 = 256
     assert launch.decode_splits(16, 1024, 4096, sms=132) == 4  # 64 × 4
