@@ -210,7 +210,7 @@ def decode_splits(groups: int, n: int, k: int, sms: int, tokens: int = 1) -> int
 #: Dynamic scales: the decode kernel computes the amax itself (each CTA over the elements its
 #: scale covers: ``T·K``, or ``T·G·K`` when shared) up to this many elements, instead of the
 #: amax launch and its zeroing. Timed on the H100 (``bench/results/NVIDIA_H100_80GB_HBM3_decode_amax.md``:
-#: 1.0–2.3 µs faster at 8192–32768 elements, equal or slower from 65536), but its bit-equality
+#: 0.5–2.3 µs faster at 8192–32768 elements, mixed at 65536, slower beyond), but its bit-equality
 #: GPU test (``test_fused_amax_gives_the_amax_launchs_output_bit_for_bit``) has not run yet: 0
 #: (off) until it has; then 32768 is the measured threshold. Env ``NVFP4LAB_FUSED_AMAX_MAX_ELEMENTS``.
 FUSED_AMAX_MAX_ELEMENTS = int(os.environ.get("NVFP4LAB_FUSED_AMAX_MAX_ELEMENTS", 0))
