@@ -333,11 +333,12 @@ def prefill_tiles(tokens: int, groups: int, n: int, tile_tokens: int | None = No
     return (n // prefill_kernel.CHANNELS) * -(-tokens // tile_tokens) * groups
 
 
-def prefill_splits(tokens: int, groups: int, k: int, n: int, sms: int) -> int:
-    """K splits (a power of two dividing K/64) of the prefill kernel: the most that keep
-    ``tiles · splits`` within ``PREFILL_WAVE · sms`` CTAs (one wave), each split keeping at
-    least ``PREFILL_MIN_K_TILES`` stages of 64."""
-    tiles, k_tiles = prefill_tiles(tokens, groups, n), k // prefill_kernel.BK
+def prefill_splits(tokens: int, groups: int, k: int, n: int, sms: int, tile_tokens: int | None = None) -> int:
+    """K splits (a power of two dividing K/64) of the prefill kernel with ``tile_tokens``-token
+    tiles (default :func:`prefill_tile_tokens`): the most that keep ``tiles · splits`` within
+    ``PREFILL_WAVE · sms`` CTAs (one wave), each split keeping at least ``PREFILL_MIN_K_TILES``
+    stages of 64."""
+    tiles, k_tiles = prefill_tiles(tokens, groups, n, tile_tokens), k // prefill_kernel.BK
     splits = 1
     while (tiles * splits * 2 <= PREFILL_WAVE * sms and k_tiles % (2 * splits) == 0
            and k_tiles // (2 * splits) >= PREFILL_MIN_K_TILES):
@@ -391,12 +392,13 @@ def prefill_gemm(a_data: torch.Tensor, a_scales: torch.Tensor, words: torch.Tens
             problems.append(f"{name} must be {dtype} {shape}, got {tensor.dtype} {tuple(tensor.shape)}")
         elif not tensor.is_contiguous() or tensor.device != out.device:
             problems.append(f"{name} must be contiguous and on {out.device}")
-    if splits is None:
-        splits = prefill_splits(tokens, groups, k, n, multiprocessors(out.device.index or 0)) if not problems else 1
     tile_tokens = tile_tokens or prefill_tile_tokens(tokens)
     if tile_tokens not in prefill_kernel.TILE_TOKENS:
         problems.append(f"tile_tokens={tile_tokens} must be one of {prefill_kernel.TILE_TOKENS}")
         tile_tokens = prefill_kernel.TOKENS
+    if splits is None:  # the split count of the tile that runs
+        splits = (prefill_splits(tokens, groups, k, n, multiprocessors(out.device.index or 0), tile_tokens)
+                  if not problems else 1)
     k_tiles = k // prefill_kernel.BK
     if splits < 1 or k_tiles % splits:
         problems.append(f"splits={splits} must be a positive divisor of K/64 = {k_tiles}")

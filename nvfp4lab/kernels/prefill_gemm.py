@@ -84,7 +84,6 @@ CONSUMER_BARRIER = 2  # named barrier id of the two consumer warpgroups (the spl
 CONSUMER_THREADS = 256
 
 
-@cute.jit
 def raw_words(tile_tokens: int) -> int:
     """Packed x words of one raw stage of a ``tile_tokens``-token tile."""
     return tile_tokens * WORDS_PER_ROW
@@ -317,9 +316,11 @@ def prefill_gemm_kernel(
         alpha = (gs_a[g] * gs_w[g]) * Float32(ALPHA_POST)
         row_stride = groups * n_out
         t0 = t_tile * tile_tokens
+        out_base = g * n_out + n_tile * CHANNELS
         if cutlass.const_expr(split_k):
+            tiles = n_tiles_grid * t_tiles_grid * groups
             tile = (g * t_tiles_grid + t_tile) * n_tiles_grid + n_tile
-            store_partials(accumulators, partials, (split * (n_tiles_grid * t_tiles_grid * groups) + tile), ctid)
+            store_partials(accumulators, partials, split * tiles + tile, ctid)
             cute.arch.fence_acq_rel_gpu()  # this thread's partials are visible before the count
             cute.arch.barrier(barrier_id=CONSUMER_BARRIER, number_of_threads=CONSUMER_THREADS)
             if ctid == 0:
@@ -328,13 +329,12 @@ def prefill_gemm_kernel(
             cute.arch.barrier(barrier_id=CONSUMER_BARRIER, number_of_threads=CONSUMER_THREADS)
             if flag[0] == splits - 1:  # the last CTA of this tile: add the splits in order
                 cute.arch.fence_acq_rel_gpu()
-                add_partials(accumulators, partials, tile, n_tiles_grid * t_tiles_grid * groups, splits, ctid)
-                store_tile(accumulators, coords, out, alpha, live, t0, row_stride,
-                           g * n_out + n_tile * CHANNELS)
+                add_partials(accumulators, partials, tile, tiles, splits, ctid)
+                store_tile(accumulators, coords, out, alpha, live, t0, row_stride, out_base)
                 if ctid == 0:
                     counters[tile] = Int32(0)
         else:
-            store_tile(accumulators, coords, out, alpha, live, t0, row_stride, g * n_out + n_tile * CHANNELS)
+            store_tile(accumulators, coords, out, alpha, live, t0, row_stride, out_base)
 
 
 @cute.jit
@@ -349,20 +349,25 @@ def store_tile(accumulators, coords: cute.Tensor, out: cute.Tensor, alpha: Float
                 out[(t0 + t) * row_stride + base + channel] = (accumulators[j][i] * alpha).to(BFloat16)
 
 
-@cute.jit
-def store_partials(accumulators, partials: cute.Tensor, slab: Int32, ctid: Int32):
-    """Consumer thread ``ctid``'s accumulators -> slab ``slab`` of ``partials``: element
-    ``e`` (block-major) at ``(slab · E/4 + e/4) · 256 + ctid`` as 4 floats (E = elements per
-    thread): a warp's 16-byte stores are contiguous."""
+def slab_index(accumulators, slab, j: int, q: int, ctid):
+    """Float offset in ``partials`` of consumer thread ``ctid``'s element quad ``q`` of block ``j``
+    in slab ``slab``: element ``e`` (block-major) at ``(slab · E/4 + e/4) · 256 + ctid`` as 4
+    floats (E = elements per thread), so a warp's 16-byte accesses are contiguous."""
     per_block = cute.size(accumulators[0])
     quads = M_BLOCKS * per_block // 4
+    return ((slab * quads + j * (per_block // 4) + q) * CONSUMER_THREADS + ctid) * 4
+
+
+@cute.jit
+def store_partials(accumulators, partials: cute.Tensor, slab: Int32, ctid: Int32):
+    """Consumer thread ``ctid``'s accumulators -> slab ``slab`` of ``partials`` (:func:`slab_index`)."""
+    per_block = cute.size(accumulators[0])
     for j in cutlass.range_constexpr(M_BLOCKS):
         for q in cutlass.range_constexpr(per_block // 4):
             vector = cute.make_rmem_tensor((4,), Float32)
             for e in cutlass.range_constexpr(4):
                 vector[e] = accumulators[j][q * 4 + e]
-            index = ((slab * quads + j * (per_block // 4) + q) * CONSUMER_THREADS + ctid) * 4
-            vector_at(partials, index, 4).store(vector.load())
+            vector_at(partials, slab_index(accumulators, slab, j, q, ctid), 4).store(vector.load())
 
 
 @cute.jit
@@ -374,7 +379,7 @@ def add_partials(accumulators, partials: cute.Tensor, tile: Int32, tiles: Int32,
     quads = M_BLOCKS * per_block // 4
     for j in cutlass.range_constexpr(M_BLOCKS):
         for q in cutlass.range_constexpr(per_block // 4):
-            index = ((tile * quads + j * (per_block // 4) + q) * CONSUMER_THREADS + ctid) * 4
+            index = slab_index(accumulators, tile, j, q, ctid)
             total = vector_at(partials, index, 4).load()
             for s in cutlass.range(1, splits, unroll=8):
                 total = total + vector_at(partials, index + s * tiles * quads * CONSUMER_THREADS * 4, 4).load()

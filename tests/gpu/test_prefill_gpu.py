@@ -47,11 +47,11 @@ def test_every_scale_byte_and_code_decodes_exactly_in_the_prefill_kernel():
     assert torch.equal(z.cpu()[:, 0].view(torch.int16), expected.to(torch.bfloat16).view(torch.int16))
 
 
-def force_prefill(monkeypatch) -> list:
-    """Make the layer take the prefill kernel at every T; returns the list its calls append to."""
+def record_prefill_calls(monkeypatch) -> list:
+    """The list the layer's prefill-kernel calls append their output shape to (the layer selects
+    the prefill kernel itself for every T > 32 these tests use: nothing is forced)."""
     calls = []
     real = launch.prefill_gemm
-    monkeypatch.setattr(launch, "prefill_selected", lambda *args: True)
     monkeypatch.setattr(launch, "prefill_gemm",
                         lambda *args, **kwargs: (calls.append(args[6].shape), real(*args, **kwargs))[1])
     return calls
@@ -63,7 +63,7 @@ def test_prefill_forward_matches_the_reference_layer(groups, k, n, activation_sc
     """Token counts below, at and across the 128-token tile and the 128-row padding."""
     torch.backends.cuda.matmul.allow_tf32 = False
     assert launch.prefill_supported(groups, k, n)
-    calls = force_prefill(monkeypatch)
+    calls = record_prefill_calls(monkeypatch)
     layers = layers_for(groups, k, n, activation_scale, source, max_tokens=1100)
     for tokens in (33, 129, 256, 300, 1100):
         o = activations(tokens, groups, k, seed=tokens).view(tokens, groups * k // 512, 512)
@@ -78,7 +78,7 @@ def test_prefill_forward_matches_the_reference_layer(groups, k, n, activation_sc
 @pytest.mark.parametrize("heads", [1, 3])  # K = 64 (one stage: the weight ring's loads are clamped) and 192 (odd)
 def test_prefill_forward_with_few_k_stages_matches_the_reference_layer(heads, monkeypatch):
     torch.backends.cuda.matmul.allow_tf32 = False
-    calls = force_prefill(monkeypatch)
+    calls = record_prefill_calls(monkeypatch)
     groups, d, n = 2, 64, 512
     w = (torch.randn(groups, heads * d, n, generator=torch.Generator().manual_seed(heads)) / 8).to(torch.bfloat16)
     layers = []
@@ -156,7 +156,7 @@ def test_prefill_split_k_rejects_bad_splits_and_missing_counters():
 
 @pytest.mark.parametrize("tokens", [64, 300])  # split K (2 and 4 splits on 132 SMs)
 def test_prefill_forward_replays_in_a_cuda_graph_with_new_inputs(tokens, monkeypatch):
-    calls = force_prefill(monkeypatch)
+    calls = record_prefill_calls(monkeypatch)
     groups, k, n = 8, 4096, 1024
     layers = layers_for(groups, k, n, "per_group", "dynamic", max_tokens=tokens)
     assert_replays_with_new_inputs(layers["cutedsl"], layers["reference"], tokens, groups, k, seeds=range(70, 73))
