@@ -309,14 +309,7 @@ def recommend(results: list[evaluation.Result]) -> tuple[evaluation.Result, str]
             tier, tier_cost = qualifying, cost
     best, choice = evaluation.prefer_static(tier)
 
-    why = f"Rule: {RULE}. "
-    if not clean:
-        why += "Every row clips on the held-out tokens, so all of them compete. "
-    why += (f"Chosen: {row_label(choice)} ({COST_NAMES[tier_cost]}): worst group {choice.worst_group_sqnr_db:.2f} dB, "
-            f"overall {choice.sqnr_db:.2f} dB, clipped {choice.clipped_fraction:.2e}")
-    if choice is not best:
-        why += (f"; the best row of its cost is {row_label(best)} at {best.worst_group_sqnr_db:.2f} dB, "
-                f"{best.worst_group_sqnr_db - choice.worst_group_sqnr_db:.2f} dB higher, but not static")
+    why = evaluation.explain_choice(RULE, clean, choice, best, row_label, COST_NAMES[tier_cost])
     for cost in costs:
         if cost == tier_cost:
             continue

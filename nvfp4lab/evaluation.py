@@ -261,15 +261,23 @@ def recommend(results: list[Result]) -> tuple[Result, str]:
     amax pass at inference). Returns the row and the reason in words, the rule first."""
     pool, clean = competing_rows(results)
     best, choice = prefer_static(pool)
-    why = f"Rule: {RULE}. "
+    return choice, explain_choice(RULE, clean, choice, best, lambda r: f"{r.recipe}, {r.mode}")
+
+
+def explain_choice(rule: str, clean: bool, choice: Result, best: Result, label, cost: str = "") -> str:
+    """The reason for a recommendation in words: the rule, whether every row clipped (``clean``
+    from :func:`competing_rows`), the chosen row (``label(row)``; ``cost``, when given, named
+    after it) and, when :func:`prefer_static` chose a static row over a better dynamic one, the
+    best row (of its cost, when given) and the gap."""
+    why = f"Rule: {rule}. "
     if not clean:
         why += "Every row clips on the held-out tokens, so all of them compete. "
-    why += (f"Chosen: {choice.recipe}, {choice.mode}: worst group {choice.worst_group_sqnr_db:.2f} dB, "
+    why += (f"Chosen: {label(choice)}{f' ({cost})' if cost else ''}: worst group {choice.worst_group_sqnr_db:.2f} dB, "
             f"overall {choice.sqnr_db:.2f} dB, clipped {choice.clipped_fraction:.2e}")
     if choice is not best:
-        why += (f"; the best row is {best.recipe}, {best.mode} at {best.worst_group_sqnr_db:.2f} dB, "
+        why += (f"; the best row{' of its cost' if cost else ''} is {label(best)} at {best.worst_group_sqnr_db:.2f} dB, "
                 f"{best.worst_group_sqnr_db - choice.worst_group_sqnr_db:.2f} dB higher, but not static")
-    return choice, why
+    return why
 
 
 def as_rows(results: list[Result]) -> list[dict]:
