@@ -72,10 +72,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.out and not Path(args.out).resolve().parent.is_dir():
         parser.error(f"--out: folder {Path(args.out).resolve().parent} does not exist")
-    if not gpu_supported(torch.device("cuda")):
-        parser.error("needs a CUDA GPU with compute capability >= 9.0 and CuTeDSL (nvidia-cutlass-dsl)")
     if min(args.tokens) < 1:
         parser.error(f"--tokens must be positive, got {args.tokens}")
+    if not gpu_supported(torch.device("cuda")):
+        parser.error("needs a CUDA GPU with compute capability >= 9.0 and CuTeDSL (nvidia-cutlass-dsl)")
     card = torch.cuda.get_device_name()
     sms = launch.multiprocessors(0)
     split_names = " | ".join(f"prefill ×{s}" for s in SPLITS)
