@@ -107,7 +107,7 @@ class Problem:
         gs_b = dynamic_global_scale(self.w, per_group=True, group_dim=0)
         wq = quantize_nvfp4(self.w, gs_b, group_dim=0, check_finite=False)
         self.mat_b, self.scale_b = layouts.grouped_b_operand(wq)
-        self.decode = launch.decode_supported(tokens, groups, k, n)
+        self.decode = launch.decode_selected(tokens, groups, k, n, launch.multiprocessors(dev.index or 0))
         self.prefill = launch.prefill_selected(tokens, groups, k, n, launch.multiprocessors(dev.index or 0))
         fragment_layout = self.decode or self.prefill
         self.words, self.word_scales = pack_decode_weights(wq.data, wq.scales) if fragment_layout else (None, None)
@@ -124,8 +124,10 @@ class Problem:
         self.z = torch.empty(tokens, groups, n, dtype=torch.bfloat16, device=dev)
         self.flops = 2 * tokens * groups * k * n
 
-    def quantize(self):
-        launch.quantize_activations(self.x, self.gs_a, self.data, self.scales, self.used, dynamic=False, shared=False)
+    def quantize(self, row_slices: bool | None = None):
+        """The quantizer alone (static scales); ``row_slices`` as ``launch.quantize_activations``."""
+        launch.quantize_activations(self.x, self.gs_a, self.data, self.scales, self.used, dynamic=False, shared=False,
+                                    row_slices=row_slices)
 
     def forward(self, weights, dynamic: bool):
         """The layer's forward on these operands (``weights``: one rotated copy)."""

@@ -307,7 +307,8 @@ class Nvfp4GroupedLinear:
         dynamic = self.activation_scale_source == "dynamic"
         shared = self.activation_scale == "shared"
         source = self.activation_global_scale
-        decode = self._decode_weights is not None and launch.decode_supported(tokens, g, k, self.out_features)
+        sms = launch.multiprocessors(x.device.index or 0)
+        decode = self._decode_weights is not None and launch.decode_selected(tokens, g, k, self.out_features, sms)
         fused_amax = decode and dynamic and launch.decode_fuses_amax(tokens, g, k, shared)
         if dynamic:
             if not fused_amax:
@@ -321,7 +322,6 @@ class Nvfp4GroupedLinear:
         data = self._a_data[: g * rows_p * (k // 2)].view(g * rows_p, k // 2)
         scales = self._a_scales[: g * rows_p * round_up(k // 16, 4)].view(g * rows_p, -1)
         launch.quantize_activations(x, source, data, scales, self._gs_a, dynamic=dynamic, shared=shared)
-        sms = launch.multiprocessors(x.device.index or 0)
         if self._decode_weights is not None and launch.prefill_selected(tokens, g, k, self.out_features, sms):
             launch.prefill_gemm(data, scales, *self._decode_weights, self._gs_a, self.weight_q.global_scale, z,
                                 self._prefill_counters)

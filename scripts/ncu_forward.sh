@@ -2,10 +2,12 @@
 # The ncu evidence behind docs/kernels.md: for each shape "G K N" and token count, the
 # forward's kernels (decode kernel for T <= 16; quantizer and grouped GEMM or prefill GEMM above) with the
 # metrics the targets table cites. Usage: scripts/ncu_forward.sh OUT_FILE [T ...]
-# (run from the repository root on the GPU machine, CuTeDSL on the path).
+# (run from the repository root on the GPU machine, CuTeDSL on the path). The full sections of
+# the quantizer and prefill kernel at T = $NCU_SECTIONS_T (default 8192; empty: none) go to OUT_FILE.sections.
 set -u
 usage="usage: scripts/ncu_forward.sh OUT_FILE [T ...]: ncu metrics of the forward's kernels per shape and T
-(default T: 1 16 128 1024 8192); needs ncu (Nsight Compute) and a Hopper GPU"
+(default T: 1 16 128 1024 8192; env NCU_SECTIONS_T: the T of the full sections, default 8192, empty: none);
+needs ncu (Nsight Compute) and a Hopper GPU"
 case "${1:-}" in
   -h|--help) echo "$usage"; exit 0 ;;
   "") echo "$usage" >&2; exit 2 ;;
@@ -31,9 +33,12 @@ for shape in "8 4096 1024" "8 8192 1536"; do
       | grep -E "^  [a-z_]+kernel|dram__|gpu__|sm__|smsp__" | sed -E 's/^  (kernel_cutlass_[a-z_]+kernel)[^ ]*/  \1/' >> "$out"
   done
 done
-# the large-T GEMM's (the prefill kernel) and the quantizer's sections (pipes, shared memory, occupancy, stalls),
-# whole, into OUT_FILE.sections
-timeout 240 ncu -k regex:"prefill|quantize" -c 2 --section SpeedOfLight --section ComputeWorkloadAnalysis \
-  --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats \
-  --section SchedulerStats --section InstructionStats \
-  python scripts/profile_decode.py 8 4096 1024 8192 2>&1 | grep -v "^==PROF==" > "$out.sections"
+# the prefill kernel's and the quantizer's sections (pipes, shared memory, occupancy, stalls) at
+# T = NCU_SECTIONS_T, whole, into OUT_FILE.sections
+sections_t=${NCU_SECTIONS_T-8192}
+if [ -n "$sections_t" ]; then
+  timeout 240 ncu -k regex:"prefill|quantize" -c 2 --section SpeedOfLight --section ComputeWorkloadAnalysis \
+    --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats \
+    --section SchedulerStats --section InstructionStats \
+    python scripts/profile_decode.py 8 4096 1024 "$sections_t" 2>&1 | grep -v "^==PROF==" > "$out.sections"
+fi

@@ -47,7 +47,10 @@ def time_point(groups: int, k: int, n: int, tokens: int) -> dict:
     out_bf16 = torch.empty(groups, tokens, n, dtype=torch.bfloat16, device="cuda")
     p.quantize()
     row = {"bf16": time_graph(lambda i: torch.bmm(xg, w_bf16[i], out=out_bf16), len(w_bf16))}
-    row["quantizer"] = time_graph(lambda i: p.quantize(), 1)
+    row["quantizer slices"] = time_graph(lambda i: p.quantize(row_slices=True), 1)
+    row["quantizer blocks"] = time_graph(lambda i: p.quantize(row_slices=False), 1)
+    row["slices picked"] = launch.quantizer_row_slices(p.rows_p, groups, k, launch.multiprocessors(0))
+    row["quantizer"] = row["quantizer slices" if row["slices picked"] else "quantizer blocks"]
     row["wgmma_gemm"] = time_graph(lambda i: p.grouped_gemm(*mats[i][:2]), copies)
     counters = launch.prefill_counters(tokens, groups, n, "cuda")
     for s in split_counts(k):
@@ -63,6 +66,12 @@ def time_point(groups: int, k: int, n: int, tokens: int) -> dict:
     if launch.decode_supported(tokens, groups, k, n):
         row["decode"] = time_graph(lambda i: p.decode_fused(mats[i][2], mats[i][3], p.gs_a, False), copies)
     return row
+
+
+def quantizer_cell(row: dict) -> str:
+    """``slices / blocks`` µs, the picked one starred."""
+    star = ("*", "") if row["slices picked"] else ("", "*")
+    return f"{row['quantizer slices']:.1f}{star[0]} / {row['quantizer blocks']:.1f}{star[1]}"
 
 
 def main(argv=None) -> int:
@@ -83,9 +92,10 @@ def main(argv=None) -> int:
              "µs per call (CUDA graphs, weights rotated beyond L2). GEMM columns are the GEMM alone on quantized "
              "activations; `decode` is the decode kernel's whole forward (its prologue quantizes); `prefill ×s` is the "
              "prefill kernel with 128-token tiles and s K splits, `64-token tiles` its best split count with 64-token "
-             "tiles (T <= 128); tiles = 128-token tiles; * marks what `launch.prefill_tile_tokens` and "
-             "`launch.prefill_splits` pick; forward = quantizer + GEMM; ratios are bf16 time / time.", "",
-             f"| G, K, N | T | tiles | bf16 | quantizer | decode | wgmma GEMM | {split_names} | 64-token tiles (splits) "
+             "tiles (T <= 128); tiles = 128-token tiles; quantizer: one thread per 64-element row slice / per "
+             "16-element block (same bytes); * marks what `launch.quantizer_row_slices`, `launch.prefill_tile_tokens` "
+             "and `launch.prefill_splits` pick; forward = the picked quantizer + GEMM; ratios are bf16 time / time.",
+             "", f"| G, K, N | T | tiles | bf16 | quantizer slices / blocks | decode | wgmma GEMM | {split_names} | 64-token tiles (splits) "
              "| wgmma fwd vs bf16 | picked prefill fwd vs bf16 | best prefill fwd vs bf16 |",
              "|---|---|---|---|---|---|---|" + "---|" * len(SPLITS) + "---|---|---|---|"]
     points = [(s, t) for s in SHAPES for t in args.tokens]
@@ -104,7 +114,7 @@ def main(argv=None) -> int:
         best = min([r[s] for s in SPLITS if s in r] + list(r["small"].values()))
         decode = "–" if r["decode"] is None else f"{r['decode']:.1f}"
         lines.append(
-            f"| {g},{k},{n} | {t} | {launch.prefill_tiles(t, g, n, 128)} | {r['bf16']:.1f} | {r['quantizer']:.1f} "
+            f"| {g},{k},{n} | {t} | {launch.prefill_tiles(t, g, n, 128)} | {r['bf16']:.1f} | {quantizer_cell(r)} "
             f"| {decode} | {r['wgmma_gemm']:.1f} | " + " | ".join(cells) + f" | {small}"
             + f" | {r['bf16'] / (r['wgmma_gemm'] + r['quantizer']):.2f} | {r['bf16'] / (picked_us + r['quantizer']):.2f} "
             f"| {r['bf16'] / (best + r['quantizer']):.2f} |")

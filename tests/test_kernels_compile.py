@@ -6,6 +6,7 @@ import os
 import pathlib
 
 import pytest
+import torch
 
 os.environ.setdefault("CUTE_DSL_ARCH", "sm_90a")
 from nvfp4lab import kernels  # noqa: E402  (first: it points CuTeDSL's dump folder away from the tree)
@@ -255,11 +256,27 @@ def test_prefill_splits_fill_one_wave_and_keep_eight_stages_per_split():
 
 
 def test_prefill_takes_every_t_above_the_decode_range_that_its_tiles_allow():
-    assert not launch.prefill_selected(32, 8, 4096, 1024, 132)  # the decode kernel's
-    assert launch.prefill_selected(33, 8, 4096, 1024, 132) and launch.prefill_selected(8192, 8, 8192, 1536, 132)
+    top = launch.DECODE_MAX_TOKENS
+    assert not launch.prefill_selected(top, 8, 4096, 1024, 132) and launch.decode_selected(top, 8, 4096, 1024, 132)
+    assert launch.prefill_selected(top + 1, 8, 4096, 1024, 132) and not launch.decode_selected(top + 1, 8, 4096, 1024)
+    assert launch.prefill_selected(8192, 8, 8192, 1536, 132)
     assert not launch.prefill_selected(64, 8, 4096, 1000, 132)  # N % 256: the grouped GEMM
+    # a shape the prefill kernel does not take stays on the decode kernel up to its capacity
+    assert launch.decode_selected(32, 8, 4096, 1008) and not launch.prefill_selected(32, 8, 4096, 1008, 132)
 
 
 def test_prefill_kernel_takes_the_shapes_its_tiles_allow():
     assert launch.prefill_supported(8, 4096, 1024) and launch.prefill_supported(8, 8192, 1536)
     assert not launch.prefill_supported(8, 4096, 1000) and not launch.prefill_supported(8, 96, 1024)
+
+
+def test_quantizer_takes_a_thread_per_block_below_one_full_wave_of_row_slices():
+    """Row slices (4 blocks a thread) only where they fill every SM's 2048 threads at least once."""
+    assert not launch.quantizer_row_slices(128, 8, 4096, sms=132)  # 65536 slices: a quarter wave
+    assert not launch.quantizer_row_slices(512, 8, 4096, sms=132)  # 262144 < 270336
+    assert launch.quantizer_row_slices(1024, 8, 4096, sms=132)
+    assert not launch.quantizer_row_slices(8192, 8, 96, sms=132)  # K % 64: blocks only
+    with pytest.raises(ValueError, match="K % 64"):
+        launch.quantize_activations(torch.zeros(1, 1, 96, dtype=torch.bfloat16), torch.ones(1),
+                                    torch.zeros(128, 48, dtype=torch.uint8), torch.zeros(128, 8, dtype=torch.uint8),
+                                    torch.ones(1), dynamic=False, shared=False, row_slices=True)

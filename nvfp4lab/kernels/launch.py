@@ -210,10 +210,10 @@ def decode_splits(groups: int, n: int, k: int, sms: int, tokens: int = 1) -> int
 #: Dynamic scales: the decode kernel computes the amax itself (each CTA over the elements its
 #: scale covers: ``T·K``, or ``T·G·K`` when shared) up to this many elements, instead of the
 #: amax launch and its zeroing. Timed on the H100 (``bench/results/NVIDIA_H100_80GB_HBM3_decode_amax.md``:
-#: 0.5–2.3 µs faster at 8192–32768 elements, mixed at 65536, slower beyond), but its bit-equality
-#: GPU test (``test_fused_amax_gives_the_amax_launchs_output_bit_for_bit``) has not run yet: 0
-#: (off) until it has; then 32768 is the measured threshold. Env ``NVFP4LAB_FUSED_AMAX_MAX_ELEMENTS``.
-FUSED_AMAX_MAX_ELEMENTS = int(os.environ.get("NVFP4LAB_FUSED_AMAX_MAX_ELEMENTS", 0))
+#: 0.5–2.3 µs faster at 8192–32768 elements, mixed at 65536, slower beyond); bit-equal to the
+#: amax launch's output (``test_fused_amax_gives_the_amax_launchs_output_bit_for_bit``).
+#: Env ``NVFP4LAB_FUSED_AMAX_MAX_ELEMENTS`` (0: never fused).
+FUSED_AMAX_MAX_ELEMENTS = int(os.environ.get("NVFP4LAB_FUSED_AMAX_MAX_ELEMENTS", 32768))
 
 
 def decode_fuses_amax(tokens: int, groups: int, k: int, shared: bool) -> bool:
@@ -226,16 +226,25 @@ def decode_counters(groups: int, n: int, device) -> torch.Tensor:
     return torch.zeros(groups * -(-n // decode_kernel.CHANNELS_PER_CTA), dtype=torch.int32, device=device)
 
 
-#: The largest T the decode kernel takes (at most ``decode_gemm.MAX_TOKENS``); above it the
-#: quantizer + prefill kernel. Env ``NVFP4LAB_DECODE_MAX_TOKENS`` for measuring the crossover.
-DECODE_MAX_TOKENS = min(int(os.environ.get("NVFP4LAB_DECODE_MAX_TOKENS", decode_kernel.MAX_TOKENS)),
-                        decode_kernel.MAX_TOKENS)
+#: The largest T the forward gives the decode kernel when the prefill kernel also takes the
+#: shape: the measured crossover (docs/kernels.md, "The decode/prefill crossover"); shapes the
+#: prefill kernel does not take stay on the decode kernel up to its capacity,
+#: ``decode_gemm.MAX_TOKENS``. Env ``NVFP4LAB_DECODE_MAX_TOKENS`` for measuring the crossover.
+DECODE_MAX_TOKENS = min(int(os.environ.get("NVFP4LAB_DECODE_MAX_TOKENS", 16)), decode_kernel.MAX_TOKENS)
 
 
 def decode_supported(tokens: int, groups: int, k: int, n: int, sms: int = 132) -> bool:
-    """Whether the one-launch decode forward takes this shape (else the quantizer + GEMM)."""
-    return (0 < tokens <= DECODE_MAX_TOKENS and k % decode_kernel.K_CHUNK == 0 and n % 16 == 0
+    """Whether the one-launch decode forward can take this call (T <= ``decode_gemm.MAX_TOKENS``,
+    K % 64, N % 16, a split count within its shared-memory slice); see :func:`decode_selected`."""
+    return (0 < tokens <= decode_kernel.MAX_TOKENS and k % decode_kernel.K_CHUNK == 0 and n % 16 == 0
             and decode_splits(groups, n, k, sms, tokens) is not None)
+
+
+def decode_selected(tokens: int, groups: int, k: int, n: int, sms: int = 132) -> bool:
+    """Whether the forward runs the decode kernel: it can take the call, and T <= ``DECODE_MAX_TOKENS``
+    or the prefill kernel cannot take the shape (else the quantizer + prefill or grouped GEMM)."""
+    return decode_supported(tokens, groups, k, n, sms) and (tokens <= DECODE_MAX_TOKENS
+                                                            or not prefill_supported(groups, k, n))
 
 
 # ------------------------------------------------------------------ launches
@@ -244,6 +253,21 @@ def group_amax(x: torch.Tensor, amax_bits: torch.Tensor) -> None:
     tokens, groups, k = x.shape
     amax_bits.zero_()
     compile_group_amax()(*_amax_args(x, amax_bits), Int32(tokens), Int32(groups), Int32(k // 16), stream_of(x.device))
+
+
+#: The quantizer takes one thread per 64-element row slice (4 blocks, one 4-byte scale store)
+#: only when that gives at least this many waves of full SMs (2048 threads each); smaller calls
+#: take one thread per 16-element block, 4× the threads for the same bytes (``QUANTIZER_SLICE_MIN_WAVES``
+#: in docs/kernels.md: the measurement that chose it).
+QUANTIZER_SLICE_MIN_WAVES = 1.0
+THREADS_PER_SM = 2048
+
+
+def quantizer_row_slices(rows: int, groups: int, k: int, sms: int) -> bool:
+    """True when the quantizer should run one thread per 64-element row slice (K % 64 == 0 and
+    ``rows · G · K/64 >= QUANTIZER_SLICE_MIN_WAVES · sms · 2048``; ``rows`` = the padded rows
+    per group it writes), False for one thread per 16-element block. Both write the same bytes."""
+    return k % 64 == 0 and rows * groups * (k // 64) >= QUANTIZER_SLICE_MIN_WAVES * sms * THREADS_PER_SM
 
 
 def quantize_activations(
@@ -255,16 +279,23 @@ def quantize_activations(
     *,
     dynamic: bool,
     shared: bool,
+    row_slices: bool | None = None,
 ) -> None:
     """Quantize ``x (T, G, K)`` bf16 into ``data (G·Mp, K/2)`` uint8 and ``scales
     (G·Mp, round_up(K/16,4))`` uint8 (swizzled), with ``Mp = round_up(T, 128)``.
 
     ``scale_source (G,)`` float32 holds the static global scales or (``dynamic``) the
     per-group amaxes; ``used_scale (G,)`` receives the global scale each group used.
+    ``row_slices``: one thread per 64-element row slice (needs K % 64 == 0) or per 16-element
+    block; None takes :func:`quantizer_row_slices`'s choice (same bytes either way).
     """
     tokens, groups, k = x.shape
     rows_per_group = data.shape[0] // groups
-    compile_quantize_activations(dynamic, shared, k % 64 == 0)(
+    if row_slices is None:
+        row_slices = quantizer_row_slices(rows_per_group, groups, k, multiprocessors(x.device.index or 0))
+    elif row_slices and k % 64:
+        raise ValueError(f"quantize_activations: row_slices needs K % 64 == 0, got K = {k}")
+    compile_quantize_activations(dynamic, shared, row_slices)(
         *_quantize_args(x, scale_source, data, scales, used_scale),
         Int32(tokens), Int32(groups), Int32(k // 16), Int32(rows_per_group), stream_of(x.device),
     )
@@ -347,9 +378,9 @@ def prefill_splits(tokens: int, groups: int, k: int, n: int, sms: int, tile_toke
 
 
 def prefill_selected(tokens: int, groups: int, k: int, n: int, sms: int) -> bool:
-    """Whether the forward of ``tokens`` tokens runs its GEMM on the prefill kernel: above the
-    decode kernel's range, when its tiles take the shape."""
-    return tokens > DECODE_MAX_TOKENS and prefill_supported(groups, k, n)
+    """Whether the forward of ``tokens`` tokens runs its GEMM on the prefill kernel: its tiles
+    take the shape and the decode kernel is not selected (:func:`decode_selected`)."""
+    return prefill_supported(groups, k, n) and not decode_selected(tokens, groups, k, n, sms)
 
 
 def prefill_counters(max_tokens: int, groups: int, n: int, device) -> torch.Tensor:

@@ -28,7 +28,7 @@ and come from registers, the tokens are its B operand and come from shared memor
   its fp32 accumulators as 16-byte vectors to ``partials`` (one ``(elements, 256 threads)``
   slab per split and tile: coalesced), the consumers bump a per-tile counter, and the last
   CTA of a tile adds the slabs in split order 0, 1, … (each thread the elements it owns,
-  loads of all splits in flight together), applies the epilogue and resets the counter to
+  per block and split all its loads in flight together), applies the epilogue and resets the counter to
   zero for the next launch: no second launch, results independent of CTA timing.
 * **No CTA-wide barrier in the main loop**: full/empty mbarriers between the producer and
   the consumers (``cutlass.pipeline.PipelineAsync``), one 128-thread named barrier inside
@@ -372,19 +372,23 @@ def store_partials(accumulators, partials: cute.Tensor, slab: Int32, ctid: Int32
 
 @cute.jit
 def add_partials(accumulators, partials: cute.Tensor, tile: Int32, tiles: Int32, splits: Int32, ctid: Int32):
-    """``accumulators := Σ_s partials[slab s·tiles + tile]`` in split order 0, 1, … (for each
-    quad of elements the loads of all splits unrolled, so they are in flight together; the
-    quads one after another: see docs/kernels.md on what that costs)."""
+    """``accumulators := Σ_s partials[slab s·tiles + tile]`` in split order 0, 1, … . Per
+    128-channel block and split, the loads of all the thread's element quads are issued
+    together (16 independent 16-byte loads with 128-token tiles), so the reduction waits about
+    ``M_BLOCKS · splits`` memory latencies (one per quad and split before: 32 · splits / 8)."""
     per_block = cute.size(accumulators[0])
     quads = M_BLOCKS * per_block // 4
+    split_stride = tiles * quads * CONSUMER_THREADS * 4  # floats between the slabs of two splits
     for j in cutlass.range_constexpr(M_BLOCKS):
         for q in cutlass.range_constexpr(per_block // 4):
-            index = slab_index(accumulators, tile, j, q, ctid)
-            total = vector_at(partials, index, 4).load()
-            for s in cutlass.range(1, splits, unroll=8):
-                total = total + vector_at(partials, index + s * tiles * quads * CONSUMER_THREADS * 4, 4).load()
+            first = vector_at(partials, slab_index(accumulators, tile, j, q, ctid), 4).load()
             for e in cutlass.range_constexpr(4):
-                accumulators[j][q * 4 + e] = total[e]
+                accumulators[j][q * 4 + e] = first[e]
+        for s in cutlass.range(1, splits):
+            for q in cutlass.range_constexpr(per_block // 4):
+                term = vector_at(partials, slab_index(accumulators, tile, j, q, ctid) + s * split_stride, 4).load()
+                for e in cutlass.range_constexpr(4):
+                    accumulators[j][q * 4 + e] = accumulators[j][q * 4 + e] + term[e]
 
 
 @cute.jit

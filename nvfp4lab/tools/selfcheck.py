@@ -3,7 +3,7 @@ reference: ``python -m nvfp4lab.tools.selfcheck``. Run it under
 ``compute-sanitizer --tool memcheck`` (and ``racecheck``) to check memory safety.
 
 Paths: dynamic per-group amax, quantizer (odd T, K not a multiple of 64 for the
-quantizer, zero padding rows), grouped GEMM small / wgmma / split-K / padded output,
+quantizer, zero padding rows; a thread per 16-element block and per 64-element row slice), grouped GEMM small / wgmma / split-K / padded output,
 and the layer's forward (the decode kernel for T <= 16, static and dynamic; the prefill
 kernel on odd K and T).
 """
@@ -27,13 +27,17 @@ def check_quantizer(tokens: int, groups: int, k: int) -> None:
     used = torch.empty(groups, device="cuda")
     amax_bits = torch.empty(groups, dtype=torch.int32, device="cuda")
     launch.group_amax(x, amax_bits)
-    launch.quantize_activations(x, amax_bits.view(torch.float32), data, scales, used, dynamic=True, shared=False)
     gs = dynamic_global_scale(x.cpu(), per_group=True)
     q = quantize_nvfp4(x.cpu(), gs)
     by_group = NVFP4Tensor(q.data.transpose(0, 1), q.scales.transpose(0, 1), gs, torch.Size((groups, tokens, k)), q.dtype, 0)
     ref_data, ref_scales, _ = layouts.grouped_a_operand(by_group)
-    assert torch.equal(data.cpu(), ref_data.view(torch.uint8)), (tokens, groups, k)
-    assert torch.equal(scales.cpu(), ref_scales.view(torch.uint8)), (tokens, groups, k)
+    for row_slices in (False, True) if k % 64 == 0 else (False,):  # a thread per 16-element block / 64-element slice
+        data.fill_(0xAB)
+        scales.zero_()  # padding columns stay zero (never written); the rest must be written again
+        launch.quantize_activations(x, amax_bits.view(torch.float32), data, scales, used, dynamic=True, shared=False,
+                                    row_slices=row_slices)
+        assert torch.equal(data.cpu(), ref_data.view(torch.uint8)), (tokens, groups, k, row_slices)
+        assert torch.equal(scales.cpu(), ref_scales.view(torch.uint8)), (tokens, groups, k, row_slices)
 
 
 def check_gemm(tokens: int, groups: int, k: int, n: int) -> None:

@@ -1,6 +1,8 @@
-"""The one-launch decode forward (T <= 32) on the GPU (skipped without one): exact weight
-decode for every scale byte and code, the layer against the reference, determinism and
-CUDA-graph replay with new inputs (the split-K counters must reset themselves)."""
+"""The one-launch decode forward (T <= 32, its capacity: the tests raise
+``launch.DECODE_MAX_TOKENS`` to it, so the layer selects the decode kernel wherever it can) on
+the GPU (skipped without one): exact weight decode for every scale byte and code, the layer
+against the reference, determinism and CUDA-graph replay with new inputs (the split-K counters
+must reset themselves)."""
 
 import pytest
 import torch
@@ -13,6 +15,12 @@ from nvfp4lab.kernels.decode_layout import pack_decode_weights
 from test_kernels_gpu import CUDA, SHAPES, activations, assert_replays_with_new_inputs, assert_within_summation_order
 
 MODES = [("shared", "static"), ("per_group", "dynamic"), ("per_group", "static"), ("shared", "dynamic")]
+
+
+@pytest.fixture(autouse=True)
+def decode_at_capacity(monkeypatch):
+    """The layer takes the decode kernel for every T it can (up to ``decode_gemm.MAX_TOKENS``)."""
+    monkeypatch.setattr(launch, "DECODE_MAX_TOKENS", launch.decode_kernel.MAX_TOKENS)
 
 
 def test_every_scale_byte_and_code_decodes_exactly_on_the_gpu():
@@ -57,7 +65,7 @@ def test_decode_forward_matches_the_reference_layer(groups, k, n, activation_sca
     torch.backends.cuda.matmul.allow_tf32 = False
     layers = layers_for(groups, k, n, activation_scale, source)
     for tokens in (1, 5, 8, 9, 16, 17, 24, 32):  # one, two and four token tiles
-        assert launch.decode_supported(tokens, groups, k, n)
+        assert launch.decode_selected(tokens, groups, k, n)
         o = activations(tokens, groups, k, seed=tokens).view(tokens, groups * k // 512, 512)
         z = layers["cutedsl"](o).clone()
         ref = layers["reference"](o).clone()

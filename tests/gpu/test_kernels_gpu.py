@@ -27,7 +27,7 @@ def activations(tokens, groups, k, seed=0, device=CUDA):
     return x.to(torch.bfloat16)
 
 
-def kernel_operand(x, mode):
+def kernel_operand(x, mode, row_slices=None):
     tokens, groups, k = x.shape
     rows_p = round_up(tokens, ROW_TILE)
     data = torch.full((groups * rows_p, k // 2), 0xAB, dtype=torch.uint8, device=x.device)  # garbage
@@ -42,7 +42,8 @@ def kernel_operand(x, mode):
         source = torch.logspace(-2, -6, groups, device=x.device)
         if shared:
             source = source.max().expand(groups).contiguous()
-    launch.quantize_activations(x, source, data, scales, used, dynamic=mode.endswith("dynamic"), shared=shared)
+    launch.quantize_activations(x, source, data, scales, used, dynamic=mode.endswith("dynamic"), shared=shared,
+                                row_slices=row_slices)
     return data, scales, used, source
 
 
@@ -64,6 +65,20 @@ def reference_operand(x, mode, source):
 def test_quantizer_bytes_equal_the_reference(tokens, groups, k, mode):
     x = activations(tokens, groups, k)
     data, scales, used, source = kernel_operand(x, mode)
+    ref_data, ref_scales, ref_gs = reference_operand(x, mode, source)
+    assert torch.equal(used.cpu(), ref_gs)
+    assert torch.equal(data.cpu(), ref_data), f"{(data.cpu() != ref_data).sum()} data bytes differ"
+    assert torch.equal(scales.cpu(), ref_scales), f"{(scales.cpu() != ref_scales).sum()} scale bytes differ"
+
+
+@pytest.mark.parametrize("row_slices", [True, False])
+@pytest.mark.parametrize("mode", ["per_group static", "shared dynamic"])
+@pytest.mark.parametrize("tokens, groups, k", [(33, 8, 4096), (300, 3, 512)])
+def test_quantizer_thread_granularities_give_the_reference_bytes(tokens, groups, k, mode, row_slices):
+    """One thread per 64-element row slice or per 16-element block (``launch.quantizer_row_slices``
+    picks by size): the same bytes, the reference's."""
+    x = activations(tokens, groups, k, seed=tokens)
+    data, scales, used, source = kernel_operand(x, mode, row_slices)
     ref_data, ref_scales, ref_gs = reference_operand(x, mode, source)
     assert torch.equal(used.cpu(), ref_gs)
     assert torch.equal(data.cpu(), ref_data), f"{(data.cpu() != ref_data).sum()} data bytes differ"

@@ -60,19 +60,21 @@ def record_prefill_calls(monkeypatch) -> list:
 @pytest.mark.parametrize("groups, k, n", SHAPES)
 @pytest.mark.parametrize("activation_scale, source", MODES)
 def test_prefill_forward_matches_the_reference_layer(groups, k, n, activation_scale, source, monkeypatch):
-    """Token counts below, at and across the 128-token tile and the 128-row padding."""
+    """Token counts from just above the decode range (64-token tiles) to below, at and across the
+    128-token tile and the 128-row padding."""
     torch.backends.cuda.matmul.allow_tf32 = False
     assert launch.prefill_supported(groups, k, n)
     calls = record_prefill_calls(monkeypatch)
     layers = layers_for(groups, k, n, activation_scale, source, max_tokens=1100)
-    for tokens in (33, 129, 256, 300, 1100):
+    token_counts = (launch.DECODE_MAX_TOKENS + 1, 32, 33, 129, 256, 300, 1100)
+    for tokens in token_counts:
         o = activations(tokens, groups, k, seed=tokens).view(tokens, groups * k // 512, 512)
         z = layers["cutedsl"](o).clone()
         ref = layers["reference"](o).clone()
         assert_within_summation_order(z, ref)
         again = layers["cutedsl"](o)
         assert torch.equal(z.view(torch.int16), again.view(torch.int16)), "not deterministic"
-    assert len(calls) == 2 * 5, "the layer did not run the prefill kernel"
+    assert len(calls) == 2 * len(token_counts), "the layer did not run the prefill kernel"
 
 
 @pytest.mark.parametrize("heads", [1, 3])  # K = 64 (one stage: the weight ring's loads are clamped) and 192 (odd)
@@ -88,10 +90,11 @@ def test_prefill_forward_with_few_k_stages_matches_the_reference_layer(heads, mo
         layer.set_bf16_weight(w.to(CUDA))
         layer.finalize_weights()
         layers.append(layer)
-    for tokens in (33, 130, 300):  # T <= 32 would take the decode kernel
+    token_counts = (launch.DECODE_MAX_TOKENS + 1, 130, 300)  # from just above the decode kernel's range
+    for tokens in token_counts:
         o = activations(tokens, groups, heads * d, seed=tokens).view(tokens, groups * heads, d)
         assert_within_summation_order(layers[0](o).clone(), layers[1](o).clone())
-    assert len(calls) == 3
+    assert len(calls) == len(token_counts)
 
 
 def test_prefill_forward_at_8192_tokens_matches_the_reference_layer():

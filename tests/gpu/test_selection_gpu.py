@@ -36,8 +36,9 @@ def kernels_of_one_forward(layer, tokens: int) -> list[str]:
 def expected_kernels(tokens: int, dynamic: bool) -> list[str]:
     """What ``launch``'s selection rule says one forward runs, in order."""
     amax = ["group_amax_kernel"] if dynamic else []
-    assert launch.decode_supported(tokens, GROUPS, K, N, launch.multiprocessors(0)) == (tokens <= 32)
-    if tokens <= 32:
+    decode = tokens <= launch.DECODE_MAX_TOKENS
+    assert launch.decode_selected(tokens, GROUPS, K, N, launch.multiprocessors(0)) == decode
+    if decode:
         if launch.decode_fuses_amax(tokens, GROUPS, K, shared=False):  # the prologue finds the amax
             amax = []
         return amax + ["decode_forward_kernel"]
@@ -48,6 +49,6 @@ def expected_kernels(tokens: int, dynamic: bool) -> list[str]:
 @pytest.mark.parametrize("source", ["static", "dynamic"])
 def test_the_selected_kernel_is_the_one_that_runs(source):
     layer = layers_for(GROUPS, K, N, "per_group", source, max_tokens=1024)["cutedsl"]
-    for tokens in (1, 8, 9, 16, 17, 32, 33, 64, 128, 256, 512, 1024):
+    for tokens in (1, 8, 9, 16, 17, 24, 32, 33, 64, 128, 256, 512, 1024):
         names = kernels_of_one_forward(layer, tokens)
         assert ours(names) == expected_kernels(tokens, source == "dynamic"), f"T={tokens}: ran {names}"
