@@ -7,7 +7,7 @@ per shape and T: torch.bmm in bf16, the quantizer, the 128 × 128 wgmma grouped 
 every split count 1, 2, 4, … (K/64 divisible, at least ``launch.PREFILL_MIN_K_TILES`` stages per
 split) on already-quantized activations; for T <= 32 also the decode kernel's one-launch forward.
 Writes a markdown table (``--out``, default stdout) marking the split ``launch.prefill_splits``
-picks; ``launch.PREFILL_WAVE`` and the decode/prefill crossover are chosen from it.
+picks; ``launch.prefill_split_cost``'s constants and the decode/prefill crossover are chosen from it.
 
     python scripts/prefill_paths.py --out bench/results/<card>_prefill_paths.md
 """

@@ -234,22 +234,26 @@ def test_prefill_split_k_reduces_in_the_same_launch_with_coalesced_partials():
         assert split[op] == whole[op], op
 
 
-def test_prefill_splits_fill_one_wave_and_keep_eight_stages_per_split():
-    wave = launch.PREFILL_WAVE * 132
+def test_prefill_splits_minimise_the_wave_cost_model_and_keep_eight_stages_per_split():
     for (groups, k, n), tokens in [((8, 4096, 1024), 33), ((8, 4096, 1024), 128), ((16, 4096, 1024), 256),
                                    ((8, 8192, 1536), 128), ((8, 8192, 1536), 512), ((8, 4096, 1024), 8192)]:
         splits = launch.prefill_splits(tokens, groups, k, n, sms=132)
-        tiles = launch.prefill_tiles(tokens, groups, n)
-        k_tiles = k // 64
+        tiles, k_tiles = launch.prefill_tiles(tokens, groups, n), k // 64
         assert k_tiles % splits == 0 and (splits == 1 or k_tiles // splits >= launch.PREFILL_MIN_K_TILES)
-        assert splits == 1 or tiles * splits <= wave  # never a second wave of split CTAs
-        # the most splits within the wave, unless K runs out of stages
-        assert tiles * splits * 2 > wave or k_tiles // (2 * splits) < launch.PREFILL_MIN_K_TILES
-    # the measured best split counts (bench/results/NVIDIA_H100_80GB_HBM3_prefill_splits_first.md)
-    assert launch.prefill_splits(64, 8, 4096, 1024, sms=132) == 4  # 32 tiles × 4 = 128 CTAs
+        allowed = [s for s in (1, 2, 4, 8, 16, 32) if k_tiles % s == 0 and (s == 1 or k_tiles // s >= 8)]
+        costs = {s: launch.prefill_split_cost(tiles, k_tiles, s, 132) for s in allowed}
+        assert costs[splits] == min(costs.values()) and all(costs[s] > costs[splits] for s in allowed if s < splits)
+    # two waves of split CTAs cost less than two waves of whole ones when the second wave is partial
+    assert launch.prefill_split_cost(192, 128, 2, 132) < launch.prefill_split_cost(192, 128, 1, 132)
+    # the measured best split counts (bench/results/NVIDIA_H100_80GB_HBM3_prefill_paths.md)
+    assert launch.prefill_splits(17, 8, 4096, 1024, sms=132) == 4  # 64-token tiles: 32 tiles × 4 = 128 CTAs
+    assert launch.prefill_splits(32, 16, 4096, 1024, sms=132) == 2  # 64 × 2
+    assert launch.prefill_splits(128, 8, 4096, 1024, sms=132) == 4
     assert launch.prefill_splits(256, 8, 4096, 1024, sms=132) == 2  # 64 × 2
     assert launch.prefill_splits(128, 8, 8192, 1536, sms=132) == 2  # 48 × 2 = 96: 4 would be 1.45 waves
     assert launch.prefill_splits(256, 8, 8192, 1536, sms=132) == 1  # 96 tiles: 2 splits would be 1.45 waves
+    assert launch.prefill_splits(512, 8, 8192, 1536, sms=132) == 2  # 192 tiles: 1.45 waves either way, shorter CTAs
+    assert launch.prefill_splits(512, 16, 4096, 1024, sms=132) == 1
     assert launch.prefill_splits(8192, 8, 4096, 1024, sms=132) == 1  # 2048 tiles
     assert launch.prefill_splits(64, 1, 512, 256, sms=132) == 1  # 8 stages: no room to split
     assert launch.prefill_tiles(129, 8, 1024) == 4 * 2 * 8 and launch.prefill_tile_tokens(64) == 64

@@ -333,13 +333,15 @@ def grouped_gemm(mat_a, scale_a, mat_b, scale_b, offsets, gs_a, gs_b, out, *, to
 
 #: Where the forward's GEMM is the warp-specialized prefill kernel (``prefill_gemm``, 256
 #: channels × 64 or 128 tokens per CTA, one CTA per SM): every T above the decode kernel's
-#: range whose shape its tiles take. Below a wave of tiles it splits K (``prefill_splits``):
-#: as many splits as keep the grid within ``PREFILL_WAVE`` × SMs CTAs. Measured on the H100 for
-#: the three benchmark shapes at T = 32..1024 (``bench/results/NVIDIA_H100_80GB_HBM3_prefill_splits_first.md``):
-#: the best split count at 16 of the 18 (shape, T) points with 128-token tiles (the other two
-#: within 1 % and 7 %) and at all nine with 64-token tiles; a second wave (e.g. 2 splits of 96
-#: tiles) costs more than the split saves.
-PREFILL_WAVE = float(os.environ.get("NVFP4LAB_PREFILL_WAVE", 1.0))  # experiments may override it
+#: range whose shape its tiles take, with K split (``prefill_splits``) where that shortens the
+#: launch. The split count comes from a cost model in units of one CTA's 64-K stage (about 1 µs
+#: on the H100): ``ceil(tiles·s / SMs)`` waves of CTAs, each costing ``PREFILL_CTA_STAGES`` (launch,
+#: pipeline fill, epilogue) + ``K/64 / s`` stages + ``PREFILL_SPLIT_STAGES · s`` for the split-K
+#: partials and the last CTA's reduction (s > 1). Fit to the H100 sweep of every split count
+#: (``bench/results/NVIDIA_H100_80GB_HBM3_prefill_paths.md``): it picks the measured best split count
+#: (and tile) at all 18 (shape, T) points of T = 17–512.
+PREFILL_CTA_STAGES = 7.0
+PREFILL_SPLIT_STAGES = 3.5
 PREFILL_MIN_K_TILES = 8  # 64-K stages per split at least: the pipeline's prologue and epilogue amortized
 
 
@@ -364,17 +366,24 @@ def prefill_tiles(tokens: int, groups: int, n: int, tile_tokens: int | None = No
     return (n // prefill_kernel.CHANNELS) * -(-tokens // tile_tokens) * groups
 
 
+def prefill_split_cost(tiles: int, k_tiles: int, splits: int, sms: int) -> float:
+    """The model behind :func:`prefill_splits`: the launch's time in 64-K stage units,
+    ``ceil(tiles·s / sms) · (PREFILL_CTA_STAGES + k_tiles/s + PREFILL_SPLIT_STAGES·s [s > 1])``."""
+    waves = -(-tiles * splits // sms)
+    return waves * (PREFILL_CTA_STAGES + k_tiles / splits + (PREFILL_SPLIT_STAGES * splits if splits > 1 else 0.0))
+
+
 def prefill_splits(tokens: int, groups: int, k: int, n: int, sms: int, tile_tokens: int | None = None) -> int:
-    """K splits (a power of two dividing K/64) of the prefill kernel with ``tile_tokens``-token
-    tiles (default :func:`prefill_tile_tokens`): the most that keep ``tiles · splits`` within
-    ``PREFILL_WAVE · sms`` CTAs (one wave), each split keeping at least ``PREFILL_MIN_K_TILES``
-    stages of 64."""
+    """K splits (a power of two dividing K/64, at least ``PREFILL_MIN_K_TILES`` stages of 64
+    each) of the prefill kernel with ``tile_tokens``-token tiles (default
+    :func:`prefill_tile_tokens`): the one :func:`prefill_split_cost` puts lowest (ties: fewer)."""
     tiles, k_tiles = prefill_tiles(tokens, groups, n, tile_tokens), k // prefill_kernel.BK
-    splits = 1
-    while (tiles * splits * 2 <= PREFILL_WAVE * sms and k_tiles % (2 * splits) == 0
-           and k_tiles // (2 * splits) >= PREFILL_MIN_K_TILES):
+    best, splits = 1, 2
+    while k_tiles % splits == 0 and k_tiles // splits >= PREFILL_MIN_K_TILES:
+        if prefill_split_cost(tiles, k_tiles, splits, sms) < prefill_split_cost(tiles, k_tiles, best, sms):
+            best = splits
         splits *= 2
-    return splits
+    return best
 
 
 def prefill_selected(tokens: int, groups: int, k: int, n: int, sms: int) -> bool:
