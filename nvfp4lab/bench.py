@@ -351,6 +351,7 @@ def main(argv=None) -> int:
     meta = run_meta(card, FP8_CAST.mode if FP8_CAST else None)
     for (g, k, n), t in tqdm(points, desc="benchmark"):
         results[f"{g},{k},{n} T={t}"] = bench_point(Problem(g, k, n, t))
+        meta["fp8_blockwise_cast"] = FP8_CAST.mode if FP8_CAST else None  # known once a point has cast
         torch.cuda.empty_cache()
         # written after every point: an interrupted run keeps what it measured
         (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
