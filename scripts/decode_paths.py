@@ -5,7 +5,7 @@
 * ``mma_sync``: the quantizer kernel, then the grouped GEMM (``mma.sync``, cp.async ring).
 
 Static per-group activation scales, CUDA-graph replay, weights rotated beyond L2 (as
-``nvfp4lab.bench``). The layer takes ``fused`` wherever ``launch.decode_supported``; this
+``nvfp4lab.bench``). The layer takes ``fused`` wherever ``launch.decode_selected``; this
 table is the evidence that it should (``fused / mma_sync`` per T, geometric mean over the
 shapes). Dynamic scales, per group and shared, both ways: the ``group_amax`` launch (and its
 zeroing) before the decode kernel, or the amax computed in the decode kernel's prologue

@@ -1,6 +1,6 @@
 """The layer's forward for a profiler, or a sweep of the decode kernel's CTA target:
 ``ncu -k regex:decode python scripts/profile_decode.py G K N T`` (a few launches of the forward
-T takes: the decode kernel for T <= 16, else the quantizer and the grouped GEMM), or
+T takes: the decode kernel for T <= 16, else the quantizer and the prefill or grouped GEMM), or
 ``python scripts/profile_decode.py G K N T --sweep`` (µs per call: CUDA graph, weights rotated beyond L2).
 Needs a CUDA GPU of compute capability 9.0+ and CuTeDSL."""
 

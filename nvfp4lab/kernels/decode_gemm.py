@@ -1,4 +1,5 @@
-"""CuTeDSL kernel: the NVFP4 forward for decode-sized token counts (T <= 32).
+"""CuTeDSL kernel: the NVFP4 forward for decode-sized token counts (T <= 32; the layer selects
+it for T <= 16, and to 32 where the prefill kernel does not take the shape).
 
 ``z (T, G, N) = bf16( Σ_k (e2m1·s)_x · (e2m1·s)_w · gs_x[g] · gs_w[g] )`` from bf16 ``x (T, G, K)``
 and the weights in the decode layout (:mod:`decode_layout`), computed as ``zᵀ = W·xᵀ``

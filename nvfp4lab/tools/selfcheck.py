@@ -4,7 +4,7 @@ reference: ``python -m nvfp4lab.tools.selfcheck``. Run it under
 
 Paths: dynamic per-group amax, quantizer (odd T, K not a multiple of 64 for the
 quantizer, zero padding rows; a thread per 16-element block and per 64-element row slice), grouped GEMM small / wgmma / split-K / padded output,
-and the layer's forward (the decode kernel for T <= 16, static and dynamic; the prefill
+and the layer's forward (the decode kernel for T <= 32 at N = 384, static and dynamic; the prefill
 kernel on odd K and T).
 """
 
@@ -94,13 +94,13 @@ def main() -> int:
     for shape in ((1, 2, 128, 128), (7, 3, 64, 256), (40, 2, 192, 128), (130, 2, 128, 384), (1, 8, 4096, 1024)):
         check_gemm(*shape)
     w = torch.randn(2, 128, 384, device="cuda").to(torch.bfloat16)
-    for source in ("dynamic", "static"):  # T <= 16: the one-launch decode kernel (N=384: a partly filled CTA)
+    for source in ("dynamic", "static"):  # N = 384 (not a prefill tile): the decode kernel to T = 32 (a partly filled CTA)
         layers = [Nvfp4GroupedLinear(2, 2, 64, 384, max_num_tokens=50, device="cuda", activation_scale_source=source,
                                      activation_scale="per_group", backend=backend) for backend in ("cutedsl", "reference")]
         for layer in layers:
             layer.set_bf16_weight(w)
             layer.finalize_weights()
-        for tokens in (1, 9, 16, 33, 50):  # the decode kernel, then the quantizer + mma.sync GEMM
+        for tokens in (1, 9, 16, 24, 33, 50):  # the decode kernel (1, 2, 4 token tiles), then quantizer + wgmma GEMM
             o = torch.randn(tokens, 4, 64, device="cuda").to(torch.bfloat16)
             got, want = layers[0](o).float(), layers[1](o).float()
             error = ((got - want).norm() / want.norm()).item()
