@@ -21,8 +21,8 @@ For each ``(G, K, N)`` and token count T it times, in one run on one card:
                     runs: the warp-specialized prefill kernel where ``launch.prefill_selected``
                     (T > 16 and K % 64, N % 256), else the grouped GEMM;
 * ``nvfp4_fused``   nvfp4lab's forward with static per-group activation scales, the
-                    layer's path: where ``launch.decode_selected`` (T <= 16) the one-launch decode kernel (quantizer fused
-                    into its prologue), above that the quantizer and the GEMM of
+                    layer's path: where ``launch.decode_selected`` (T <= 16) the one-launch
+                    decode kernel (quantizer fused into its prologue), above that the quantizer and the GEMM of
                     ``nvfp4_gemm`` writing ``z`` directly;
 * ``nvfp4_dynamic`` the same with dynamic per-group scales (+ the amax launch);
 * ``quantizer``     the fused quantizer alone, with a device-to-device copy of the same

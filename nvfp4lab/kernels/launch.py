@@ -227,7 +227,7 @@ def decode_counters(groups: int, n: int, device) -> torch.Tensor:
 
 
 #: The largest T the forward gives the decode kernel when the prefill kernel also takes the
-#: shape: the measured crossover (docs/kernels.md, "The decode/prefill crossover"); shapes the
+#: shape: the measured crossover (docs/kernels.md, section "T = 17–1024"); shapes the
 #: prefill kernel does not take stay on the decode kernel up to its capacity,
 #: ``decode_gemm.MAX_TOKENS``. Env ``NVFP4LAB_DECODE_MAX_TOKENS`` for measuring the crossover.
 DECODE_MAX_TOKENS = min(int(os.environ.get("NVFP4LAB_DECODE_MAX_TOKENS", 16)), decode_kernel.MAX_TOKENS)
@@ -257,8 +257,8 @@ def group_amax(x: torch.Tensor, amax_bits: torch.Tensor) -> None:
 
 #: The quantizer takes one thread per 64-element row slice (4 blocks, one 4-byte scale store)
 #: only when that gives at least this many waves of full SMs (2048 threads each); smaller calls
-#: take one thread per 16-element block, 4× the threads for the same bytes (``QUANTIZER_SLICE_MIN_WAVES``
-#: in docs/kernels.md: the measurement that chose it).
+#: take one thread per 16-element block, 4× the threads for the same bytes (measured in
+#: ``bench/results/NVIDIA_H100_80GB_HBM3_prefill_paths.md``; docs/kernels.md, section "T = 17–1024").
 QUANTIZER_SLICE_MIN_WAVES = 1.0
 THREADS_PER_SM = 2048
 

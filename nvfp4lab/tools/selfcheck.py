@@ -3,9 +3,9 @@ reference: ``python -m nvfp4lab.tools.selfcheck``. Run it under
 ``compute-sanitizer --tool memcheck`` (and ``racecheck``) to check memory safety.
 
 Paths: dynamic per-group amax, quantizer (odd T, K not a multiple of 64 for the
-quantizer, zero padding rows; a thread per 16-element block and per 64-element row slice), grouped GEMM small / wgmma / split-K / padded output,
-and the layer's forward (the decode kernel for T <= 32 at N = 384, static and dynamic; the prefill
-kernel on odd K and T).
+quantizer, zero padding rows; a thread per 16-element block and per 64-element row slice),
+grouped GEMM small / wgmma / split-K / padded output, and the layer's forward (the decode
+kernel up to T = 32 at N = 384, static and dynamic; the prefill kernel on odd K and T).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def main() -> int:
     for shape in ((1, 2, 128, 128), (7, 3, 64, 256), (40, 2, 192, 128), (130, 2, 128, 384), (1, 8, 4096, 1024)):
         check_gemm(*shape)
     w = torch.randn(2, 128, 384, device="cuda").to(torch.bfloat16)
-    for source in ("dynamic", "static"):  # N = 384 (not a prefill tile): the decode kernel to T = 32 (a partly filled CTA)
+    for source in ("dynamic", "static"):  # N = 384, no prefill tile: the decode kernel to T = 32 (a partly filled CTA)
         layers = [Nvfp4GroupedLinear(2, 2, 64, 384, max_num_tokens=50, device="cuda", activation_scale_source=source,
                                      activation_scale="per_group", backend=backend) for backend in ("cutedsl", "reference")]
         for layer in layers:
