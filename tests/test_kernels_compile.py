@@ -220,15 +220,19 @@ def test_prefill_gemm_is_warp_specialized_with_register_weights_and_mbarriers(ti
 def test_prefill_split_k_reduces_in_the_same_launch_with_coalesced_partials():
     """The split-K variant: the consumers' fp32 partials leave as 16-byte stores (2 blocks × 64
     accumulators / 4 per thread), one acquire-release counter bump per CTA between two
-    256-thread named barriers, the last CTA's reduction loads 16 bytes at a time, and the
-    main loop is the unsplit kernel's (same wgmma, decode and barrier counts there)."""
+    256-thread named barriers, the last CTA's reduction loads 16 bytes at a time in split order
+    (no unrolled split loop), and the main loop is the unsplit kernel's (same wgmma, decode and
+    barrier counts there)."""
     split = instructions(launch.compile_prefill_gemm(True, keep_ptx=True))
     whole = instructions(launch.compile_prefill_gemm(False, keep_ptx=True))
     accumulators = prefill_kernel.M_BLOCKS * 128 * prefill_kernel.TOKENS // prefill_kernel.CONSUMER_THREADS
     assert split["st.global.v4.b32"] == accumulators // 4 and whole["st.global.v4.b32"] == 0
     assert split["atom.global.acq_rel.add.u32"] == 1 and split["fence.acq_rel.gpu;"] == 2
     assert split["bar.sync"] == whole["bar.sync"] + 2
-    assert split["ld.global.v4.b32"] > whole["ld.global.v4.b32"] + accumulators // 4  # the reduction's loads
+    # the reduction: split 0's loads, then one loop body over the further splits that loads every
+    # quad once (per block, all in flight together) and adds each accumulator once
+    assert split["ld.global.v4.b32"] == whole["ld.global.v4.b32"] + 2 * (accumulators // 4)
+    assert split["add.f32"] == accumulators and whole.get("add.f32", 0) == 0
     for op in ("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16", "mul.rn.bf16x2", "mad.lo.u32",
                "cp.async.cg.shared.global", "st.global.b16"):
         assert split[op] == whole[op], op
