@@ -107,8 +107,9 @@ class Problem:
         gs_b = dynamic_global_scale(self.w, per_group=True, group_dim=0)
         wq = quantize_nvfp4(self.w, gs_b, group_dim=0, check_finite=False)
         self.mat_b, self.scale_b = layouts.grouped_b_operand(wq)
-        self.decode = launch.decode_selected(tokens, groups, k, n, launch.multiprocessors(dev.index or 0))
-        self.prefill = launch.prefill_selected(tokens, groups, k, n, launch.multiprocessors(dev.index or 0))
+        sms = launch.multiprocessors(dev.index or 0)
+        self.decode = launch.decode_selected(tokens, groups, k, n, sms)
+        self.prefill = launch.prefill_selected(tokens, groups, k, n, sms)
         fragment_layout = self.decode or self.prefill
         self.words, self.word_scales = pack_decode_weights(wq.data, wq.scales) if fragment_layout else (None, None)
         self.counters = launch.decode_counters(groups, n, dev)

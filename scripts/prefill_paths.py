@@ -4,8 +4,7 @@ K splits the warp-specialized prefill kernel should take there.
 Times, in one run on one card (CUDA graphs, weights rotated beyond L2, as ``nvfp4lab.bench``),
 per shape and T: torch.bmm in bf16, the quantizer, the 128 × 128 wgmma grouped GEMM
 (``launch.grouped_gemm``, its own split K) and the prefill kernel (``launch.prefill_gemm``) at
-every split count 1, 2, 4, … (K/64 divisible, at least ``launch.PREFILL_MIN_K_TILES`` stages per
-split) on already-quantized activations; for T <= 32 also the decode kernel's one-launch forward.
+every split count it may take (``launch.prefill_split_candidates``, up to 16) on already-quantized activations; for T <= 32 also the decode kernel's one-launch forward.
 Writes a markdown table (``--out``, default stdout) marking the split ``launch.prefill_splits``
 picks; ``launch.prefill_split_cost``'s constants and the decode/prefill crossover are chosen from it.
 
@@ -23,7 +22,6 @@ from tqdm import tqdm
 
 from nvfp4lab.bench import SHAPES, Problem, copies_for, time_graph
 from nvfp4lab.kernels import gpu_supported, launch
-from nvfp4lab.kernels import prefill_gemm as prefill_kernel
 from nvfp4lab.kernels.decode_layout import pack_decode_weights
 from nvfp4lab.quantize import quantize_nvfp4
 
@@ -32,8 +30,8 @@ SPLITS = [1, 2, 4, 8, 16]
 
 
 def split_counts(k: int) -> list[int]:
-    k_tiles = k // prefill_kernel.BK
-    return [s for s in SPLITS if k_tiles % s == 0 and (s == 1 or k_tiles // s >= launch.PREFILL_MIN_K_TILES)]
+    """The split counts the kernel may take at this K (``launch.prefill_split_candidates``), up to 16."""
+    return [s for s in launch.prefill_split_candidates(k) if s in SPLITS]
 
 
 def time_point(groups: int, k: int, n: int, tokens: int) -> dict:

@@ -245,6 +245,7 @@ def test_prefill_splits_minimise_the_wave_cost_model_and_keep_eight_stages_per_s
         tiles, k_tiles = launch.prefill_tiles(tokens, groups, n), k // 64
         assert k_tiles % splits == 0 and (splits == 1 or k_tiles // splits >= launch.PREFILL_MIN_K_TILES)
         allowed = [s for s in (1, 2, 4, 8, 16, 32) if k_tiles % s == 0 and (s == 1 or k_tiles // s >= 8)]
+        assert launch.prefill_split_candidates(k) == allowed
         costs = {s: launch.prefill_split_cost(tiles, k_tiles, s, 132) for s in allowed}
         assert costs[splits] == min(costs.values()) and all(costs[s] > costs[splits] for s in allowed if s < splits)
     # two waves of split CTAs cost less than two waves of whole ones when the second wave is partial

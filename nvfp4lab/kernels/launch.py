@@ -165,7 +165,10 @@ def compile_prefill_gemm(split_k: bool = False, tile_tokens: int = prefill_kerne
 
 
 @functools.cache
+@functools.cache
 def multiprocessors(device_index: int) -> int:
+    """SMs of CUDA device ``device_index`` (asked once per device: the forward's selection reads it
+    on every call)."""
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
@@ -373,17 +376,22 @@ def prefill_split_cost(tiles: int, k_tiles: int, splits: int, sms: int) -> float
     return waves * (PREFILL_CTA_STAGES + k_tiles / splits + (PREFILL_SPLIT_STAGES * splits if splits > 1 else 0.0))
 
 
+def prefill_split_candidates(k: int) -> list[int]:
+    """The K split counts the prefill kernel may take, ascending: 1, and each power of two that
+    divides K/64 and leaves at least ``PREFILL_MIN_K_TILES`` stages of 64 per split."""
+    k_tiles = k // prefill_kernel.BK
+    candidates = [1]
+    while k_tiles % (2 * candidates[-1]) == 0 and k_tiles // (2 * candidates[-1]) >= PREFILL_MIN_K_TILES:
+        candidates.append(2 * candidates[-1])
+    return candidates
+
+
 def prefill_splits(tokens: int, groups: int, k: int, n: int, sms: int, tile_tokens: int | None = None) -> int:
-    """K splits (a power of two dividing K/64, at least ``PREFILL_MIN_K_TILES`` stages of 64
-    each) of the prefill kernel with ``tile_tokens``-token tiles (default
-    :func:`prefill_tile_tokens`): the one :func:`prefill_split_cost` puts lowest (ties: fewer)."""
+    """K splits (one of :func:`prefill_split_candidates`) of the prefill kernel with
+    ``tile_tokens``-token tiles (default :func:`prefill_tile_tokens`): the one
+    :func:`prefill_split_cost` puts lowest (ties: fewer)."""
     tiles, k_tiles = prefill_tiles(tokens, groups, n, tile_tokens), k // prefill_kernel.BK
-    best, splits = 1, 2
-    while k_tiles % splits == 0 and k_tiles // splits >= PREFILL_MIN_K_TILES:
-        if prefill_split_cost(tiles, k_tiles, splits, sms) < prefill_split_cost(tiles, k_tiles, best, sms):
-            best = splits
-        splits *= 2
-    return best
+    return min(prefill_split_candidates(k), key=lambda splits: prefill_split_cost(tiles, k_tiles, splits, sms))
 
 
 def prefill_selected(tokens: int, groups: int, k: int, n: int, sms: int) -> bool:
