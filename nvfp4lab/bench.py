@@ -18,13 +18,14 @@ For each ``(G, K, N)`` and token count T it times, in one run on one card:
                     the padded operand, the grouped GEMM into the padded output, then
                     one copy per group into ``z``;
 * ``nvfp4_gemm``    nvfp4lab's GEMM alone (operands already quantized), the one the forward
-                    runs: the warp-specialized prefill kernel where ``launch.prefill_selected``
-                    (T > 16 and K % 64, N % 256), else the grouped GEMM;
+                    runs: the warp-specialized prefill kernel where ``launch.forward_plan``
+                    says ``prefill`` (T > 16 and K % 64, N % 256), else the grouped GEMM;
 * ``nvfp4_fused``   nvfp4lab's forward with static per-group activation scales, the
-                    layer's path: where ``launch.decode_selected`` (T <= 16) the one-launch
+                    layer's launches (``launch.forward_plan``): for T <= 16 the one-launch
                     decode kernel (quantizer fused into its prologue), above that the quantizer and the GEMM of
                     ``nvfp4_gemm`` writing ``z`` directly;
-* ``nvfp4_dynamic`` the same with dynamic per-group scales (+ the amax launch);
+* ``nvfp4_dynamic`` the same with dynamic per-group scales (+ the amax launch where the
+                    decode prologue does not find the amax itself);
 * ``quantizer``     the fused quantizer alone, with a device-to-device copy of the same
                     byte count as its bandwidth reference.
 
@@ -108,8 +109,9 @@ class Problem:
         wq = quantize_nvfp4(self.w, gs_b, group_dim=0, check_finite=False)
         self.mat_b, self.scale_b = layouts.grouped_b_operand(wq)
         sms = launch.multiprocessors(dev.index or 0)
-        self.decode = launch.decode_selected(tokens, groups, k, n, sms)
-        self.prefill = launch.prefill_selected(tokens, groups, k, n, sms)
+        self.plans = {dynamic: launch.forward_plan(tokens, groups, k, n, sms, dynamic=dynamic, shared=False)
+                      for dynamic in (False, True)}  # the layer's launches, static and dynamic per-group scales
+        self.decode, self.prefill = self.plans[False].decode, self.plans[False].prefill
         fragment_layout = self.decode or self.prefill
         self.words, self.word_scales = pack_decode_weights(wq.data, wq.scales) if fragment_layout else (None, None)
         self.counters = launch.decode_counters(groups, n, dev)
@@ -133,14 +135,12 @@ class Problem:
     def forward(self, weights, dynamic: bool):
         """The layer's forward on these operands (``weights``: one rotated copy)."""
         mat_b, scale_b, words, word_scales = weights
-        source = self.gs_a
-        fused_amax = self.decode and dynamic and launch.decode_fuses_amax(self.tokens, self.groups, self.k, False)
-        if dynamic:
-            if not fused_amax:
-                launch.group_amax(self.x, self.amax_bits)
-            source = self.amax_bits.view(torch.float32)
-        if self.decode:
-            self.decode_fused(words, word_scales, source, dynamic, fused_amax)
+        plan = self.plans[dynamic]
+        source = self.amax_bits.view(torch.float32) if dynamic else self.gs_a
+        if plan.amax:
+            launch.group_amax(self.x, self.amax_bits)
+        if plan.decode:
+            self.decode_fused(words, word_scales, source, dynamic, plan.fused_amax)
             return
         launch.quantize_activations(self.x, source, self.data, self.scales, self.used, dynamic=dynamic, shared=False)
         self.gemm(weights)
@@ -153,7 +153,7 @@ class Problem:
 
     def gemm(self, weights):
         """The forward's GEMM on the quantized activations: the prefill kernel (weights in the
-        decode layout) where ``launch.prefill_selected``, else the grouped GEMM."""
+        decode layout) where the plan says ``prefill``, else the grouped GEMM."""
         mat_b, scale_b, words, word_scales = weights
         if self.prefill:
             launch.prefill_gemm(self.data, self.scales, words, word_scales, self.used, self.gs_b, self.z,

@@ -306,23 +306,20 @@ class Nvfp4GroupedLinear:
             return z
         dynamic = self.activation_scale_source == "dynamic"
         shared = self.activation_scale == "shared"
-        source = self.activation_global_scale
-        sms = launch.multiprocessors(x.device.index or 0)
-        decode = self._decode_weights is not None and launch.decode_selected(tokens, g, k, self.out_features, sms)
-        fused_amax = decode and dynamic and launch.decode_fuses_amax(tokens, g, k, shared)
-        if dynamic:
-            if not fused_amax:
-                launch.group_amax(x, self._amax_bits)
-            source = self._amax_bits.view(torch.float32)
-        if decode:  # one launch: the prologue quantizes (and finds the amax when fused_amax)
+        source = self._amax_bits.view(torch.float32) if dynamic else self.activation_global_scale
+        plan = launch.forward_plan(tokens, g, k, self.out_features, launch.multiprocessors(x.device.index or 0),
+                                   dynamic=dynamic, shared=shared, fragment_weights=self._decode_weights is not None)
+        if plan.amax:
+            launch.group_amax(x, self._amax_bits)
+        if plan.decode:  # one launch: the prologue quantizes (and finds the amax when plan.fused_amax)
             launch.decode_forward(x, source, *self._decode_weights, self.weight_q.global_scale, z,
-                                  self._decode_counters, dynamic=dynamic, shared=shared, fused_amax=fused_amax)
+                                  self._decode_counters, dynamic=dynamic, shared=shared, fused_amax=plan.fused_amax)
             return z
         rows_p = round_up(tokens, ROW_TILE)
         data = self._a_data[: g * rows_p * (k // 2)].view(g * rows_p, k // 2)
         scales = self._a_scales[: g * rows_p * round_up(k // 16, 4)].view(g * rows_p, -1)
         launch.quantize_activations(x, source, data, scales, self._gs_a, dynamic=dynamic, shared=shared)
-        if self._decode_weights is not None and launch.prefill_selected(tokens, g, k, self.out_features, sms):
+        if plan.prefill:
             launch.prefill_gemm(data, scales, *self._decode_weights, self._gs_a, self.weight_q.global_scale, z,
                                 self._prefill_counters)
             return z

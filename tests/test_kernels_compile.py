@@ -2,6 +2,7 @@
 instructions the numerics depend on (CI has no GPU: this is its kernel check)."""
 
 import collections
+import functools
 import os
 import pathlib
 
@@ -272,6 +273,25 @@ def test_prefill_takes_every_t_above_the_decode_range_that_its_tiles_allow():
     assert not launch.prefill_selected(64, 8, 4096, 1000, 132)  # N % 256: the grouped GEMM
     # a shape the prefill kernel does not take stays on the decode kernel up to its capacity
     assert launch.decode_selected(32, 8, 4096, 1008) and not launch.prefill_selected(32, 8, 4096, 1008, 132)
+
+
+def test_forward_plan_names_each_launch_of_the_forward_once():
+    """The layer's and the benchmark's one rule: amax launch unless the decode prologue finds it;
+    the decode kernel, else the prefill kernel where it takes the shape, else the grouped GEMM."""
+    plan = functools.partial(launch.forward_plan, groups=8, k=4096, sms=132)
+    top = launch.DECODE_MAX_TOKENS
+    assert plan(1, n=1024, dynamic=False, shared=False) == launch.ForwardPlan(False, True, False, False)
+    fused = plan(1, n=1024, dynamic=True, shared=False)
+    assert fused == launch.ForwardPlan(amax=False, decode=True, fused_amax=True, prefill=False)
+    assert plan(2, n=1024, dynamic=True, shared=False).fused_amax  # 2 · 4096 elements per group
+    assert plan(2, n=1024, dynamic=True, shared=True) == launch.ForwardPlan(True, True, False, False)  # all 8 groups
+    assert plan(top, n=1024, dynamic=True, shared=False) == launch.ForwardPlan(True, True, False, False)
+    assert plan(top + 1, n=1024, dynamic=True, shared=False) == launch.ForwardPlan(True, False, False, True)
+    assert plan(top + 1, n=1024, dynamic=False, shared=False) == launch.ForwardPlan(False, False, False, True)
+    assert plan(64, n=1000, dynamic=False, shared=False) == launch.ForwardPlan(False, False, False, False)  # N % 16
+    # no weights in the decode layout: only the grouped GEMM can run, at any T
+    assert plan(1, n=1024, dynamic=True, shared=False, fragment_weights=False) == launch.ForwardPlan(
+        True, False, False, False)
 
 
 def test_prefill_kernel_takes_the_shapes_its_tiles_allow():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import NamedTuple
 
 import torch
 
@@ -398,6 +399,33 @@ def prefill_selected(tokens: int, groups: int, k: int, n: int, sms: int) -> bool
     """Whether the forward of ``tokens`` tokens runs its GEMM on the prefill kernel: its tiles
     take the shape and the decode kernel is not selected (:func:`decode_selected`)."""
     return prefill_supported(groups, k, n) and not decode_selected(tokens, groups, k, n, sms)
+
+
+class ForwardPlan(NamedTuple):
+    """The launches of one forward call, in order (see :func:`forward_plan`).
+
+    ``amax``: ``group_amax`` writes the dynamic amax first; ``decode``: the one-launch decode
+    kernel (its prologue quantizes x, and finds the amax itself when ``fused_amax``) is the
+    whole forward; otherwise ``quantize_activations`` then the prefill kernel (``prefill``) or
+    the grouped GEMM."""
+
+    amax: bool
+    decode: bool
+    fused_amax: bool
+    prefill: bool
+
+
+def forward_plan(tokens: int, groups: int, k: int, n: int, sms: int, *, dynamic: bool, shared: bool,
+                 fragment_weights: bool = True) -> ForwardPlan:
+    """Which kernels the forward of ``tokens`` tokens through ``(G, K, N)`` runs on ``sms``
+    multiprocessors, with ``dynamic`` activation scales (``shared``: one for all groups);
+    ``fragment_weights``: the weights exist in the decode layout that the decode and prefill
+    kernels read (else only the grouped GEMM can run). The one rule the layer and the
+    benchmark both follow."""
+    decode = fragment_weights and decode_selected(tokens, groups, k, n, sms)
+    fused_amax = decode and dynamic and decode_fuses_amax(tokens, groups, k, shared)
+    prefill = fragment_weights and prefill_selected(tokens, groups, k, n, sms)
+    return ForwardPlan(amax=dynamic and not fused_amax, decode=decode, fused_amax=fused_amax, prefill=prefill)
 
 
 def prefill_counters(max_tokens: int, groups: int, n: int, device) -> torch.Tensor:
