@@ -111,8 +111,8 @@ class Problem:
         sms = launch.multiprocessors(dev.index or 0)
         self.plans = {dynamic: launch.forward_plan(tokens, groups, k, n, sms, dynamic=dynamic, shared=False)
                       for dynamic in (False, True)}  # the layer's launches, static and dynamic per-group scales
-        self.decode, self.prefill = self.plans[False].decode, self.plans[False].prefill
-        fragment_layout = self.decode or self.prefill
+        self.prefill = self.plans[False].prefill  # the GEMM the forward runs (same plan for dynamic scales)
+        fragment_layout = self.plans[False].decode or self.prefill
         self.words, self.word_scales = pack_decode_weights(wq.data, wq.scales) if fragment_layout else (None, None)
         self.counters = launch.decode_counters(groups, n, dev)
         self.prefill_counters = launch.prefill_counters(tokens, groups, n, dev)

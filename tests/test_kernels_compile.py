@@ -292,6 +292,11 @@ def test_forward_plan_names_each_launch_of_the_forward_once():
     # no weights in the decode layout: only the grouped GEMM can run, at any T
     assert plan(1, n=1024, dynamic=True, shared=False, fragment_weights=False) == launch.ForwardPlan(
         True, False, False, False)
+    for tokens in (1, 16, 17, 32, 33, 128, 8192):  # the plan agrees with the selection functions
+        for g, k, n in ((8, 4096, 1024), (8, 4096, 1008), (2, 64, 384), (16, 4096, 1000)):
+            p = launch.forward_plan(tokens, g, k, n, 132, dynamic=False, shared=False)
+            assert (p.decode, p.prefill) == (launch.decode_selected(tokens, g, k, n, 132),
+                                             launch.prefill_selected(tokens, g, k, n, 132)), (tokens, g, k, n)
 
 
 def test_prefill_kernel_takes_the_shapes_its_tiles_allow():

@@ -166,7 +166,6 @@ def compile_prefill_gemm(split_k: bool = False, tile_tokens: int = prefill_kerne
 
 
 @functools.cache
-@functools.cache
 def multiprocessors(device_index: int) -> int:
     """SMs of CUDA device ``device_index`` (asked once per device: the forward's selection reads it
     on every call)."""
@@ -424,7 +423,7 @@ def forward_plan(tokens: int, groups: int, k: int, n: int, sms: int, *, dynamic:
     benchmark both follow."""
     decode = fragment_weights and decode_selected(tokens, groups, k, n, sms)
     fused_amax = decode and dynamic and decode_fuses_amax(tokens, groups, k, shared)
-    prefill = fragment_weights and prefill_selected(tokens, groups, k, n, sms)
+    prefill = fragment_weights and not decode and prefill_supported(groups, k, n)  # = prefill_selected
     return ForwardPlan(amax=dynamic and not fused_amax, decode=decode, fused_amax=fused_amax, prefill=prefill)
 
 
